@@ -1,0 +1,74 @@
+"""The ``hybridstore`` command: a thin click layer over the library.
+
+Each command group lives in its own module and is imported only when the
+command runs, so ``hybridstore --help`` stays fast. Commands parse, call the
+library, print, and let ``run_cli`` map library errors to exit codes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from .common import GlobalOptions, run_cli
+
+__all__ = ["main", "cli"]
+
+# command name -> (module, attribute, one-line help); imported on use.
+_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "validate": ("hybridstore.cli.validate", "validate", "Validate an OCI JSON document."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported only when invoked or listed in detail."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _COMMANDS:
+            module, attr, _ = _COMMANDS[cmd_name]
+            cmd = getattr(importlib.import_module(module), attr)
+            assert isinstance(cmd, click.Command)
+            return cmd
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, _COMMANDS[name][2]) for name in sorted(_COMMANDS)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(file_okay=False),
+    envvar="HYBRIDSTORE_CACHE_DIR",
+    help="Shared blob cache directory [env HYBRIDSTORE_CACHE_DIR; "
+    "default $XDG_CACHE_HOME/hybridstore].",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors and requested output.")
+@click.version_option(package_name="hybridstore")
+@click.pass_context
+def cli(ctx: click.Context, cache_dir: str | None, debug: bool, quiet: bool) -> None:
+    """Pull OCI images, Helm charts and ORAS artifacts into one shared cache and
+    per-project OCI layouts.
+
+    \b
+    Exit codes: 0 ok, 1 problems found / other error, 2 usage, 3 integrity
+    (digest/size mismatch, corruption), 4 not found, 5 auth, 6 network/registry,
+    7 lock timeout, 8 conflict, 9 unsupported algorithm, 10 invalid input,
+    11 filesystem/link error, 130 interrupted.
+    """
+    ctx.obj = GlobalOptions(cache_dir=cache_dir, debug=debug, quiet=quiet)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    return run_cli(cli, argv if argv is not None else sys.argv[1:])
