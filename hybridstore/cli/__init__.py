@@ -20,6 +20,15 @@ __all__ = ["main", "cli"]
 # command name -> (module, attribute, one-line help); imported on use.
 _COMMANDS: dict[str, tuple[str, str, str]] = {
     "validate": ("hybridstore.cli.validate", "validate", "Validate an OCI JSON document."),
+    "login": ("hybridstore.cli.login", "login", "Check and store credentials for a registry."),
+    "logout": ("hybridstore.cli.login", "logout", "Forget the credentials for a registry."),
+    "pull": ("hybridstore.cli.pull", "pull", "Pull images, charts and artifacts into a layout."),
+    "tags": ("hybridstore.cli.tags", "tags", "List the tags of a repository."),
+    "layout": ("hybridstore.cli.layout", "layout", "Verify or garbage-collect an OCI layout."),
+    "refs": ("hybridstore.cli.refs", "refs", "List the refs in a layout."),
+    "tag": ("hybridstore.cli.refs", "tag", "Add a name for content in a layout."),
+    "untag": ("hybridstore.cli.refs", "untag", "Remove a name from a layout."),
+    "cache": ("hybridstore.cli.cache", "cache", "Inspect, verify and prune the shared blob cache."),
 }
 
 

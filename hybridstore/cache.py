@@ -1,0 +1,762 @@
+"""The shared blob cache: a ref-free, crash-safe content store many processes share.
+
+On disk (containerd's content store layout, the one ORAS uses for ``ORAS_CACHE``;
+an existing directory of that shape works as a cache)::
+
+    <root>/hybridstore-layout       {"cacheLayoutVersion": 1}
+    <root>/CACHEDIR.TAG, .gitignore  keep backup tools and git out
+    <root>/blobs/<alg>/<encoded>     complete, verified, read-only (0444) blobs
+    <root>/ingest/                   in-progress writes, never read as blobs
+    <root>/locks/<alg>-<enc>.lock    per-digest single-flight locks
+    <root>/quarantine/               blobs that failed a check, set aside for inspection
+
+Publishing: bytes stream into a file under ``ingest/`` while being hashed and
+counted; then fsync, check size and digest, ``os.link`` into ``blobs/``
+(``EEXIST``: someone else published it, fine), unlink the ingest file, fsync the
+directory. Never ``os.replace`` onto a blob: layouts hard-link blob inodes, and
+swapping the inode would leave them behind (pnpm#3445). Nothing unverified is
+ever visible under ``blobs/``.
+
+Single flight: the writer of a digest holds an OS lock for it (``filelock``;
+the kernel drops it if the holder dies), so a blob crosses the network once per
+machine; the others wait and then find it published. Correctness never depends
+on the lock: on filesystems whose locks we cannot trust (network and FUSE
+filesystems, where flock may silently succeed for everyone) each writer uses
+its own unique temp file and only whole, verified files are ever linked.
+
+Resume: where locks are trusted, the lock holder writes at a deterministic
+``ingest/<alg>-<enc>.partial``; a holder killed mid-download leaves it there and
+the next holder re-hashes that prefix and asks the source for the rest (an HTTP
+Range request). If the source restarts from 0, or the resumed blob fails
+verification (the prefix is rejected), it starts over from byte 0 once.
+
+"Used", for pruning, is the blob file's mtime: set when the blob is published,
+and bumped by ``touch`` (which ``ingest`` calls on every cache hit and layout
+code calls when it links a blob). The blob inode is shared with the layouts
+that hard-link it, so their copy's mtime moves too; that is harmless (the file
+is content-addressed and read-only, and no OCI tool reads blob mtimes) and
+keeps the cache free of per-use bookkeeping files.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import math
+import os
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, BinaryIO, Final
+
+import filelock
+
+from .digest import SUPPORTED_ALGORITHMS, Digest
+from .errors import (
+    CorruptionError,
+    DigestMismatchError,
+    IntegrityError,
+    InvalidDigestError,
+    InvalidInputError,
+    LockTimeoutError,
+    NetworkError,
+    NotFoundError,
+    SizeMismatchError,
+    StorageError,
+)
+from .fsutil import (
+    LOCAL_FILESYSTEMS,
+    atomic_write_bytes,
+    filesystem_type,
+    fsync_dir,
+    storage_error,
+)
+
+if TYPE_CHECKING:
+    from .cache_admin import CacheInfo, DiskUsage, PruneReport, VerifyReport
+
+__all__ = [
+    "BlobCache",
+    "BlobSource",
+    "CHUNK_SIZE",
+    "DEFAULT_GRACE",
+    "IngestResult",
+    "LAYOUT_FILE",
+    "LAYOUT_VERSION",
+    "LOCK_TIMEOUT_ENV",
+    "lock_timeout",
+]
+
+log = logging.getLogger(__name__)
+
+BlobSource = Callable[[int], tuple[int, Iterable[bytes]]]
+"""``source(offset)`` opens the content from byte ``offset`` and returns
+``(actual_start, chunks)``: ``actual_start`` is ``offset`` when it could resume,
+0 when it restarted from the beginning. It may raise hybridstore errors."""
+
+LAYOUT_VERSION: Final = 1
+LAYOUT_FILE: Final = "hybridstore-layout"
+LOCK_TIMEOUT_ENV: Final = "HYBRIDSTORE_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT: Final = 300.0
+DEFAULT_GRACE: Final = 3600.0
+CHUNK_SIZE: Final = 1 << 20  # hashing and writing in 1 MiB pieces is the fastest here
+_WAIT_LOG_INTERVAL: Final = 10.0
+_NO_HARDLINKS: Final = frozenset(
+    {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
+)
+_CACHEDIR_TAG: Final = (
+    b"Signature: 8a477f597d28d172789f06886806bc55\n"
+    b"# This file is a cache directory tag created by hybridstore.\n"
+    b"# For information about cache directory tags see https://bford.info/cachedir/\n"
+)
+_CACHE_HINT: Final = "choose another cache with --cache or HYBRIDSTORE_CACHE_DIR"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one ``ingest`` call did."""
+
+    digest: Digest
+    size: int
+    path: Path  # blobs/<alg>/<enc> in the cache
+    fetched: bool  # False when the blob was already present (no source call at all)
+    bytes_transferred: int  # bytes read from the source by this call
+    resumed_from: int  # offset a resume (range request) started at; 0 if none
+    restarted: bool = False  # a partial was rejected and the blob fetched again from byte 0
+
+
+def lock_timeout() -> float:
+    """Seconds to wait for another process's lock: ``HYBRIDSTORE_LOCK_TIMEOUT``, default 300."""
+    raw = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if math.isnan(value) or value < 0:
+        raise InvalidInputError(
+            f"{LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds (use e.g. 300 or 0.5)"
+        )
+    return value
+
+
+def _write(fd: int, data: memoryview) -> int:
+    """Write some of ``data``: the one seam where blob bytes reach the OS (tests inject ENOSPC)."""
+    return os.write(fd, data)
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[_write(fd, view) :]
+
+
+def _close_chunks(chunks: Iterable[bytes]) -> None:
+    close = getattr(chunks, "close", None)
+    if callable(close):
+        close()
+
+
+def _cache_hint(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"free space (hybridstore cache prune) or {_CACHE_HINT}"
+    return _CACHE_HINT
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+class _Sink:
+    """One ingest file: hashes and counts bytes as they arrive, writes them in large pieces."""
+
+    def __init__(self, fd: int, path: Path, digest: Digest, size: int | None) -> None:
+        self.fd, self.path, self.digest, self.expected_size = fd, path, digest, size
+        self.size = 0
+        self._hash = hashlib.new(digest.algorithm)
+        self._buf = bytearray()
+
+    def load_prefix(self) -> int:
+        """Re-hash what an earlier writer left in the file; position at its end."""
+        length = os.fstat(self.fd).st_size
+        if self.expected_size is not None and length > self.expected_size:
+            self.reset()
+            return 0
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        while chunk := os.read(self.fd, CHUNK_SIZE):
+            self._hash.update(chunk)
+            self.size += len(chunk)
+        return self.size
+
+    def reset(self) -> None:
+        os.ftruncate(self.fd, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        self._hash = hashlib.new(self.digest.algorithm)
+        self.size = 0
+        del self._buf[:]
+
+    def add(self, chunk: bytes) -> None:
+        n = len(chunk)
+        if self.expected_size is not None and self.size + n > self.expected_size:
+            raise SizeMismatchError(
+                f"{self.digest}: the source sent more than the expected {self.expected_size} "
+                "bytes; nothing was stored"
+            )
+        self._hash.update(chunk)
+        self.size += n
+        if n >= CHUNK_SIZE:
+            self.flush()
+            _write_all(self.fd, chunk)
+        else:
+            self._buf += chunk
+            if len(self._buf) >= CHUNK_SIZE:
+                self.flush()
+
+    def flush(self) -> None:
+        if self._buf:
+            with memoryview(self._buf) as view:
+                _write_all(self.fd, view)
+            del self._buf[:]
+
+    def problem(self) -> IntegrityError | None:
+        """Why the bytes so far are not the expected blob, or ``None`` if they are."""
+        if self.expected_size is not None and self.size != self.expected_size:
+            return SizeMismatchError(
+                f"{self.digest}: expected {self.expected_size} bytes, got {self.size} "
+                "(the source ended early); nothing was stored"
+            )
+        actual = Digest(self.digest.algorithm, self._hash.copy().hexdigest())
+        if actual != self.digest:
+            return DigestMismatchError(
+                f"digest mismatch: expected {self.digest}, got {actual} "
+                f"({self.size} bytes); nothing was stored"
+            )
+        return None
+
+
+class BlobCache:
+    """The shared, ref-free content-addressed blob store (see the module docstring)."""
+
+    def __init__(
+        self, root: str | os.PathLike[str] | None = None, *, trust_locks: bool | None = None
+    ) -> None:
+        """``trust_locks``: whether cross-process resume may rely on flock; ``None`` decides
+        by filesystem type (local filesystems yes, network/FUSE no)."""
+        base = Path(root).expanduser() if root is not None else self.default_root()
+        self.root: Path = base.absolute()
+        self._trust_locks = trust_locks
+        self._prepared = False
+        self._layout_checked = False
+
+    def __repr__(self) -> str:
+        return f"BlobCache({str(self.root)!r})"
+
+    @staticmethod
+    def default_root() -> Path:
+        """``HYBRIDSTORE_CACHE_DIR``, else ``$XDG_CACHE_HOME/hybridstore``, else
+        ``~/.cache/hybridstore``."""
+        env = os.environ.get("HYBRIDSTORE_CACHE_DIR")
+        if env:
+            return Path(env).expanduser().absolute()
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        if xdg and os.path.isabs(xdg):  # the XDG spec says to ignore relative values
+            return Path(xdg) / "hybridstore"
+        return Path.home() / ".cache" / "hybridstore"
+
+    # -- areas -----------------------------------------------------------------
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.root / "blobs"
+
+    @property
+    def ingest_dir(self) -> Path:
+        return self.root / "ingest"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def locks_trusted(self) -> bool:
+        """Whether flock on this cache's filesystem is enforced for every process using it."""
+        if self._trust_locks is None:
+            fstype = filesystem_type(self.root)
+            self._trust_locks = fstype in LOCAL_FILESYSTEMS
+            log.debug("cache %s is on %s; locks trusted: %s", self.root, fstype, self._trust_locks)
+        return self._trust_locks
+
+    def path(self, digest: Digest) -> Path:
+        """Where ``digest``'s blob lives (may not exist); refuses bad or unverifiable digests."""
+        alg, enc = digest.path_components()
+        return self.blobs_dir / alg / enc
+
+    def _ingest_name(self, digest: Digest) -> str:
+        alg, enc = digest.path_components()
+        return f"{alg}-{enc}"
+
+    def lock_path(self, digest: Digest) -> Path:
+        return self.locks_dir / f"{self._ingest_name(digest)}.lock"
+
+    def partial_path(self, digest: Digest) -> Path:
+        """The resumable partial of ``digest``; only the holder of its lock may touch it."""
+        return self.ingest_dir / f"{self._ingest_name(digest)}.partial"
+
+    # -- layout ------------------------------------------------------------------
+
+    def check_layout(self) -> int | None:
+        """The cache's layout version (``None`` if not yet written); refuse newer ones."""
+        path = self.root / LAYOUT_FILE
+        try:
+            raw = path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            raise storage_error(e, "read", path, _CACHE_HINT) from e
+        try:
+            version = json.loads(raw)["cacheLayoutVersion"]
+            if not isinstance(version, int) or isinstance(version, bool):
+                raise TypeError(version)
+        except (ValueError, KeyError, TypeError) as e:
+            raise CorruptionError(
+                f"{path} is not a hybridstore cache layout file; delete it to let hybridstore "
+                "rewrite it"
+            ) from e
+        if version > LAYOUT_VERSION:
+            raise StorageError(
+                f"the cache at {self.root} has layout version {version}, newer than this "
+                f"hybridstore understands ({LAYOUT_VERSION}); upgrade hybridstore or {_CACHE_HINT}"
+            )
+        self._layout_checked = True
+        return version
+
+    def _check_layout_once(self) -> None:
+        if not self._layout_checked:
+            self.check_layout()
+
+    def _prepare(self) -> None:
+        """Create the cache on first write: directories, version file, CACHEDIR.TAG, .gitignore."""
+        if self._prepared:
+            return
+        self.check_layout()
+        try:
+            for d in (self.root, self.blobs_dir, self.ingest_dir, self.locks_dir):
+                d.mkdir(parents=True, exist_ok=True)
+            for name, data in (
+                ("CACHEDIR.TAG", _CACHEDIR_TAG),
+                (".gitignore", b"*\n"),
+                (LAYOUT_FILE, json.dumps({"cacheLayoutVersion": LAYOUT_VERSION}).encode() + b"\n"),
+            ):
+                if not os.path.lexists(self.root / name):
+                    atomic_write_bytes(self.root / name, data, overwrite=False)
+        except OSError as e:
+            raise storage_error(e, "set up the cache in", self.root, _CACHE_HINT) from e
+        self._prepared = True
+
+    # -- reading -------------------------------------------------------------------
+
+    def exists(self, digest: Digest, size: int | None = None) -> bool:
+        """Whether the blob is present (with ``size``, if given): one ``lstat``.
+
+        A file of the wrong size is re-hashed to find out who is wrong: if the
+        file is corrupt it is moved to ``quarantine/`` (layouts keep their
+        links); if the caller's size is wrong the file is left alone. Either
+        way the answer is ``False``.
+        """
+        path = self.path(digest)
+        self._check_layout_once()
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as e:
+            raise storage_error(e, "read", path, _CACHE_HINT) from e
+        if not stat.S_ISREG(st.st_mode):
+            self.set_aside(path, st, "is not a regular file")
+            return False
+        if size is None or st.st_size == size:
+            return True
+        actual = self.hash_file(path, digest.algorithm)
+        if actual != digest:
+            self.set_aside(path, st, f"hashes to {actual}")
+        else:
+            log.warning(
+                "%s is %d bytes in the cache, not the %d bytes asked for: the descriptor is wrong",
+                digest, st.st_size, size,
+            )  # fmt: skip
+        return False
+
+    def open(self, digest: Digest) -> BinaryIO:
+        """Open the blob for reading; ``NotFoundError`` if absent. An open blob survives pruning."""
+        path = self.path(digest)
+        self._check_layout_once()
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFoundError(f"{digest} is not in the cache at {self.root}") from None
+        except OSError as e:
+            raise storage_error(e, "open", path, _CACHE_HINT) from e
+        return os.fdopen(fd, "rb")
+
+    def stat(self, digest: Digest) -> os.stat_result:
+        path = self.path(digest)
+        try:
+            return os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFoundError(f"{digest} is not in the cache at {self.root}") from None
+        except OSError as e:
+            raise storage_error(e, "read", path, _CACHE_HINT) from e
+
+    def touch(self, digest: Digest) -> None:
+        """Record a use of the blob for LRU pruning: set its mtime to now (see module docstring).
+
+        Best effort: a blob owned by another user cannot be touched, which only
+        makes it look older to ``prune``.
+        """
+        path = self.path(digest)
+        try:
+            os.utime(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFoundError(f"{digest} is not in the cache at {self.root}") from None
+        except OSError as e:
+            log.debug("cannot record a use of %s: %s", path, e)
+
+    def blobs(self) -> Iterator[tuple[Digest, os.stat_result]]:
+        """Every blob file with a valid name under ``blobs/``, in no particular order."""
+        self._check_layout_once()
+        for alg in SUPPORTED_ALGORITHMS:
+            try:
+                entries = list(os.scandir(self.blobs_dir / alg))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as e:
+                raise storage_error(e, "list", self.blobs_dir / alg, _CACHE_HINT) from e
+            for entry in entries:
+                try:
+                    digest = Digest.parse(f"{alg}:{entry.name}")
+                    st = entry.stat(follow_symlinks=False)
+                except (InvalidDigestError, FileNotFoundError):
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    yield digest, st
+
+    def hash_file(self, path: Path, algorithm: str) -> Digest:
+        """Digest of a file's content (for verification; never used to name a file)."""
+        h = hashlib.new(algorithm)
+        buf = bytearray(CHUNK_SIZE)
+        view = memoryview(buf)
+        with open(path, "rb", buffering=0) as f:
+            while n := f.readinto(view):
+                h.update(view[:n])
+        return Digest(algorithm, h.hexdigest())
+
+    def set_aside(self, path: Path, expected: os.stat_result, reason: str) -> Path | None:
+        """Move a bad file out of ``blobs/`` into ``quarantine/``; return where it went.
+
+        Only the inode that was examined is moved: if a good blob was published
+        at ``path`` in the meantime, it is put back. Layouts keep their links.
+        """
+        target = self.quarantine_dir / f"{path.parent.name}-{path.name}.{time.time_ns()}"
+        try:
+            self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+            os.rename(path, target)
+        except OSError as e:
+            log.warning("%s %s but cannot be moved aside: %s", path, reason, e)
+            return None
+        moved = os.lstat(target)
+        if (moved.st_dev, moved.st_ino) != (expected.st_dev, expected.st_ino):
+            try:  # raced with a fresh publish: restore it
+                os.link(target, path)
+            except FileExistsError:
+                pass
+            os.unlink(target)
+            return None
+        log.warning("%s %s; moved to %s", path, reason, target)
+        return target
+
+    # -- writing ---------------------------------------------------------------------
+
+    def ingest(self, digest: Digest, size: int | None, source: BlobSource) -> IngestResult:
+        """Make ``digest`` present, fetching it from ``source`` at most once per machine.
+
+        Single-flight across processes (waits for another process fetching the
+        same digest), resumes a partial left by a killed process, verifies size
+        and digest before publishing. Raises ``DigestMismatchError`` /
+        ``SizeMismatchError`` (nothing published), ``StorageError`` (disk full,
+        not writable), ``LockTimeoutError``, ``UnsupportedAlgorithmError``, or
+        whatever the source raises (a resumable partial is kept).
+        """
+        final = self.path(digest)
+        if size is not None and size < 0:
+            raise InvalidInputError(f"{digest}: size must not be negative, got {size}")
+        hit = self._hit(digest, size, final)
+        if hit is not None:
+            return hit
+        self._prepare()
+        with self._digest_lock(digest):
+            hit = self._hit(digest, size, final)
+            if hit is not None:
+                return hit
+            return self._ingest_locked(digest, size, source, final)
+
+    def ingest_stream(self, digest: Digest, size: int | None, stream: IO[bytes]) -> IngestResult:
+        """Ingest from a file-like object; a seekable one can resume, others restart from 0."""
+        try:
+            start: int | None = stream.tell() if stream.seekable() else None
+        except OSError:
+            start = None
+        calls = 0
+
+        def source(offset: int) -> tuple[int, Iterable[bytes]]:
+            nonlocal calls
+            calls += 1
+            if start is not None:
+                stream.seek(start + offset)
+                return offset, _read_chunks(stream)
+            if calls > 1:
+                raise ValueError(f"{digest}: a non-seekable stream can only be read once")
+            return 0, _read_chunks(stream)
+
+        return self.ingest(digest, size, source)
+
+    def ingest_bytes(self, digest: Digest, data: bytes) -> IngestResult:
+        """Ingest an in-memory blob (manifests, configs)."""
+        return self.ingest(digest, len(data), lambda offset: (offset, (data[offset:],)))
+
+    def _hit(self, digest: Digest, size: int | None, final: Path) -> IngestResult | None:
+        if not self.exists(digest, size):
+            return None
+        try:
+            self.touch(digest)
+            st = os.lstat(final)
+        except (NotFoundError, FileNotFoundError):
+            return None  # pruned between the check and the touch: fetch it again
+        return IngestResult(digest, st.st_size, final, False, 0, 0)
+
+    @contextmanager
+    def _digest_lock(self, digest: Digest) -> Iterator[None]:
+        """Hold ``digest``'s single-flight lock, waiting visibly up to ``lock_timeout()``."""
+        path = self.lock_path(digest)
+        timeout = lock_timeout()
+        lock = filelock.FileLock(path)
+        try:
+            self._acquire(lock, digest, timeout, path)
+        except LockTimeoutError:  # a TimeoutError, hence an OSError: not a storage problem
+            raise
+        except OSError as e:
+            raise storage_error(e, "lock", path, _cache_hint(e)) from e
+        try:
+            yield
+        finally:
+            if self.locks_trusted:
+                # Unlink while held: flock waiters that locked the old inode see
+                # st_nlink == 0 and retry (filelock checks), so locks/ stays small.
+                _unlink_quietly(path)
+            lock.release()
+
+    @staticmethod
+    def _acquire(lock: filelock.BaseFileLock, digest: Digest, timeout: float, path: Path) -> None:
+        try:
+            lock.acquire(blocking=False)
+            return
+        except filelock.Timeout:
+            pass
+        log.info("waiting for %s held by another process", digest)
+        started = time.monotonic()
+        while True:
+            remaining = started + timeout - time.monotonic()
+            if remaining <= 0:
+                raise LockTimeoutError(
+                    f"gave up after {timeout:g}s waiting for {digest} held by another process "
+                    f"(lock {path}); set {LOCK_TIMEOUT_ENV} to wait longer or stop that process"
+                )
+            try:
+                lock.acquire(timeout=min(_WAIT_LOG_INTERVAL, remaining))
+                return
+            except filelock.Timeout:
+                waited = time.monotonic() - started
+                if waited < timeout:
+                    log.warning("waiting for %s held by another process (%.0fs)", digest, waited)
+
+    def _ingest_locked(
+        self, digest: Digest, size: int | None, source: BlobSource, final: Path
+    ) -> IngestResult:
+        resumable = self.locks_trusted
+        try:
+            if resumable:
+                work = self.partial_path(digest)
+                flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+                fd = os.open(work, flags, 0o644)
+            else:
+                prefix = f"{self._ingest_name(digest)}."
+                fd, name = tempfile.mkstemp(dir=self.ingest_dir, prefix=prefix, suffix=".tmp")
+                work = Path(name)
+        except OSError as e:
+            raise storage_error(e, "create a file in", self.ingest_dir, _cache_hint(e)) from e
+        sink = _Sink(fd, work, digest, size)
+        discard = True
+        try:
+            transferred, resumed_from, restarted = self._fill(sink, source)
+            self._publish(sink, final)
+            return IngestResult(
+                digest, sink.size, final, True, transferred, resumed_from, restarted
+            )
+        except (IntegrityError, StorageError):
+            raise
+        except BaseException:
+            if resumable:  # keep what arrived for the next holder of the lock
+                try:
+                    sink.flush()
+                    discard = False
+                except OSError:
+                    pass
+            raise
+        finally:
+            os.close(fd)
+            if discard:
+                _unlink_quietly(work)
+
+    def _fill(self, sink: _Sink, source: BlobSource) -> tuple[int, int, bool]:
+        """Bring ``sink`` to the verified blob; return (transferred, resumed from, restarted)."""
+        digest = sink.digest
+        transferred = resumed_from = 0
+        restarted = False
+        have = self._storage(sink.load_prefix, sink)
+        if have:
+            if sink.problem() is None:
+                log.info("%s: a partial ingest is already complete; publishing it", digest)
+                return 0, have, False
+            if sink.expected_size is not None and have >= sink.expected_size:
+                log.warning("%s: discarding a full-length partial that fails verification", digest)
+                self._storage(sink.reset, sink)
+                restarted = True
+        while True:
+            offset = sink.size
+            start, chunks = source(offset)
+            if start != offset:
+                if start != 0:
+                    _close_chunks(chunks)
+                    start, chunks = source(0)
+                    if start != 0:
+                        _close_chunks(chunks)
+                        raise NetworkError(
+                            f"{digest}: the source started at byte {start} when asked for byte 0"
+                        )
+                log.info("%s: the source cannot resume at byte %d; starting over", digest, offset)
+                self._storage(sink.reset, sink)
+            elif offset:
+                resumed_from = resumed_from or offset
+                log.info("%s: resuming a partial ingest at byte %d", digest, offset)
+            try:
+                transferred += self._pump(sink, chunks)
+            finally:
+                _close_chunks(chunks)
+            problem = sink.problem()
+            if problem is None:
+                return transferred, resumed_from, restarted
+            if offset and start == offset and not restarted:
+                log.warning(
+                    "%s: the resumed download failed verification (%s); starting over from byte 0",
+                    digest, problem,
+                )  # fmt: skip
+                self._storage(sink.reset, sink)
+                restarted = True
+                continue
+            raise problem
+
+    def _pump(self, sink: _Sink, chunks: Iterable[bytes]) -> int:
+        n = 0
+        for chunk in chunks:  # the source's own errors propagate unchanged
+            n += len(chunk)
+            self._storage(sink.add, sink, chunk)
+        self._storage(sink.flush, sink)
+        return n
+
+    @staticmethod
+    def _storage(op: Callable[..., int | None], sink: _Sink, *args: bytes) -> int:
+        """Run a sink operation, reporting any ``OSError`` as one ``StorageError`` line."""
+        try:
+            return op(*args) or 0
+        except OSError as e:
+            raise storage_error(e, "write", sink.path, _cache_hint(e)) from e
+
+    def _publish(self, sink: _Sink, final: Path) -> None:
+        """Make the verified ingest file visible as ``final``: link, never replace."""
+        try:
+            sink.flush()
+            os.fchmod(sink.fd, 0o444)
+            os.utime(sink.fd)  # "last used" starts now, also for a partial finished long ago
+            os.fsync(sink.fd)
+            if not final.parent.is_dir():
+                final.parent.mkdir(parents=True, exist_ok=True)
+                fsync_dir(final.parent.parent)
+            try:
+                os.link(sink.path, final)
+            except FileExistsError:
+                log.debug("%s was published by another process first", sink.digest)
+            except OSError as e:
+                if e.errno not in _NO_HARDLINKS:
+                    raise
+                # No hard links here: rename, but still never over an existing blob.
+                if not os.path.lexists(final):
+                    os.rename(sink.path, final)
+            _unlink_quietly(sink.path)
+            fsync_dir(final.parent)
+        except OSError as e:
+            raise storage_error(e, "publish", final, _cache_hint(e)) from e
+
+    # -- maintenance (implemented in cache_admin) ---------------------------------------
+
+    def info(self) -> CacheInfo:
+        from .cache_admin import cache_info
+
+        return cache_info(self)
+
+    def disk_usage(self) -> DiskUsage:
+        from .cache_admin import disk_usage
+
+        return disk_usage(self)
+
+    def verify(self, repair: bool = False) -> VerifyReport:
+        from .cache_admin import verify_cache
+
+        return verify_cache(self, repair=repair)
+
+    def prune(
+        self,
+        *,
+        older_than: float | None = None,
+        max_size: int | None = None,
+        unlinked: bool = False,
+        grace: float = DEFAULT_GRACE,
+        dry_run: bool = False,
+    ) -> PruneReport:
+        from .cache_admin import prune_cache
+
+        return prune_cache(
+            self,
+            older_than=older_than,
+            max_size=max_size,
+            unlinked=unlinked,
+            grace=grace,
+            dry_run=dry_run,
+        )
+
+
+def _read_chunks(stream: IO[bytes]) -> Iterator[bytes]:
+    while chunk := stream.read(CHUNK_SIZE):
+        yield chunk

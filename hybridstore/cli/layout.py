@@ -1,0 +1,124 @@
+"""``hybridstore layout verify|gc``, and ``--link-mode`` for every command that writes blobs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from .common import GlobalOptions, emit_json, pass_options
+
+__all__ = ["layout", "link_mode_option"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def link_mode_option(f: _F) -> _F:
+    """Add ``--link-mode`` (env HYBRIDSTORE_LINK_MODE) to a command, passed as ``link_mode``."""
+    return click.option(
+        "--link-mode",
+        "link_mode",
+        type=click.Choice(["auto", "reflink", "hardlink", "copy"]),
+        envvar="HYBRIDSTORE_LINK_MODE",
+        show_envvar=True,
+        help="How blobs enter the layout from the cache: auto tries reflink, then hardlink, "
+        "then copy; an explicit mode fails instead of falling back.",
+    )(f)
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+@click.group()
+def layout() -> None:
+    """Check and clean up a project's OCI layout."""
+
+
+@layout.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_options
+def verify(opts: GlobalOptions, /, directory: str, as_json: bool) -> None:
+    """Check that every blob reachable from DIRECTORY's index.json is present and intact.
+
+    Re-hashes each reachable blob and validates manifests, indexes and configs;
+    lists unreferenced blobs and foreign files. Exits 1 when there are problems.
+    """
+    from ..layout import OCILayout
+
+    report = OCILayout.open(directory).verify()
+    if as_json:
+        emit_json(report.to_json())
+    elif not opts.quiet or not report.ok:
+        for p in report.problems:
+            click.echo(f"problem: {p}")
+        if not opts.quiet:
+            for w in report.warnings:
+                click.echo(f"warning: {w}")
+            for label, items in (
+                ("absent (sparse, allowed)", report.absent),
+                ("unreferenced blob", report.unreferenced),
+                ("foreign file", report.foreign),
+                ("leftover temp file", report.temp_files),
+            ):
+                for item in items:
+                    click.echo(f"{label}: {item}")
+            state = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+            click.echo(
+                f"{directory}: {state}; {report.refs} ref(s), {report.blobs_checked} blob(s) "
+                f"verified ({_size(report.bytes_checked)})"
+            )
+    if not report.ok:
+        raise click.exceptions.Exit(1)
+
+
+@layout.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Keep unreachable blobs added less than this long ago, so a pull running "
+    "right now loses nothing [default: 3600].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_options
+def gc(
+    opts: GlobalOptions, /, directory: str, dry_run: bool, grace: float | None, as_json: bool
+) -> None:
+    """Remove blobs unreachable from DIRECTORY's index.json.
+
+    Follows manifests, indexes, configs, layers, and subject/referrer manifests
+    that are present. The shared cache is never touched.
+    """
+    from ..layout import DEFAULT_GC_GRACE, OCILayout
+
+    report = OCILayout.open(directory).gc(
+        dry_run=dry_run, grace=DEFAULT_GC_GRACE if grace is None else grace
+    )
+    if as_json:
+        emit_json(report.to_json())
+        return
+    if opts.quiet:
+        return
+    verb = "would remove" if dry_run else "removed"
+    for digest, size in report.removed:
+        click.echo(f"{verb} {digest} ({_size(size)})")
+    for name in report.temp_files_removed:
+        click.echo(f"{verb} temp file {name}")
+    if report.kept_recent:
+        n = len(report.kept_recent)
+        click.echo(f"kept {n} unreachable blob(s) younger than the grace period (--grace)")
+    click.echo(
+        f"{directory}: {verb} {len(report.removed)} blob(s), {_size(report.bytes_freed)}; "
+        f"{report.reachable} reachable"
+    )

@@ -1,0 +1,96 @@
+"""``hybridstore login`` and ``hybridstore logout``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ..errors import InvalidInputError
+from .common import GlobalOptions, emit_json, pass_options
+from .remote_options import registry_options, transport_from
+
+__all__ = ["login", "logout"]
+
+
+def _read_secret(username: str | None, from_stdin: bool) -> tuple[str, str]:
+    """User name and password: from the options, stdin, or a prompt on a terminal."""
+    interactive = sys.stdin.isatty()
+    if from_stdin:
+        if not username:
+            raise InvalidInputError("--password-stdin needs --username (-u)")
+        password = sys.stdin.read().rstrip("\r\n")
+        if not password:
+            raise InvalidInputError("--password-stdin given but stdin was empty")
+        return username, password
+    if not interactive:
+        raise InvalidInputError(
+            "no password given and stdin is not a terminal: pipe it with --password-stdin"
+        )
+    if not username:
+        username = click.prompt("Username", err=True).strip()
+    password = click.prompt("Password", hide_input=True, err=True)
+    if not username or not password:
+        raise InvalidInputError("a user name and a password are required")
+    return username, password
+
+
+@click.command()
+@click.argument("registry")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@registry_options
+@pass_options
+def login(opts: GlobalOptions, /, registry: str, as_json: bool, **kw: Any) -> None:
+    """Log in to REGISTRY (host[:port]; docker.io for Docker Hub).
+
+    The credentials are checked against the registry first, then stored where
+    docker and podman look: a configured credential helper, else
+    ~/.docker/config.json ($DOCKER_CONFIG; $REGISTRY_AUTH_FILE when set).
+    """
+    from ..remote.auth import check_login
+    from ..remote.credentials import Credential, normalize_registry, save_credential
+
+    if kw["insecure"] and kw["ca_file"]:
+        raise click.UsageError("--insecure and --ca-file exclude each other")
+    transport = transport_from(kw)
+    name = normalize_registry(registry)
+    username, password = _read_secret(kw.pop("username"), kw.pop("password_stdin"))
+    cred = Credential(username=username, password=password)
+    kind = check_login(
+        name,
+        cred,
+        scheme="http" if transport.plain_http else "https",
+        verify=transport.verify,
+        timeout=transport.timeout,
+    )
+    where = save_credential(name, cred)
+    if as_json:
+        emit_json({"registry": name, "auth": kind, "stored_in": where})
+        return
+    if opts.quiet:
+        return
+    if not where.startswith("docker-credential-"):
+        click.echo(
+            f"warning: the password is stored unencrypted (base64) in {where}; "
+            "configure a credential helper (credsStore) to avoid this",
+            err=True,
+        )
+    note = " (the registry does not ask for authentication)" if kind == "none" else ""
+    click.echo(f"Login succeeded for {name}{note}")
+
+
+@click.command()
+@click.argument("registry")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_options
+def logout(opts: GlobalOptions, /, registry: str, as_json: bool) -> None:
+    """Forget the stored credentials for REGISTRY (in every file and helper we read)."""
+    from ..remote.credentials import erase_credential, normalize_registry
+
+    name = normalize_registry(registry)
+    removed = erase_credential(name)
+    if as_json:
+        emit_json({"registry": name, "removed": removed})
+    elif not opts.quiet:
+        click.echo(f"Removed credentials for {name}" if removed else f"Not logged in to {name}")

@@ -1,0 +1,144 @@
+"""``hybridstore pull``."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+import click
+
+from ..model import Descriptor
+from ..transfer import BlobOutcome, Progress
+from .common import GlobalOptions, emit_json, pass_options
+from .remote_options import credential_from, registry_options, transport_from
+
+__all__ = ["pull"]
+
+
+class RichProgress(Progress):
+    """Per-blob and total bars (bytes, rate, ETA) on a TTY."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+        from rich.progress import (
+            Progress as Bars,
+        )
+
+        self.bars = Bars(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        self._tasks: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def start(self, desc: Descriptor) -> None:
+        with self._lock:
+            self._tasks[str(desc.digest)] = self.bars.add_task(desc.digest.short, total=desc.size)
+
+    def advance(self, desc: Descriptor, nbytes: int) -> None:
+        task = self._tasks.get(str(desc.digest))
+        if task is not None:
+            self.bars.advance(task, nbytes)
+
+    def done(self, desc: Descriptor, outcome: BlobOutcome) -> None:
+        with self._lock:
+            task = self._tasks.pop(str(desc.digest), None)
+        if task is not None:
+            self.bars.remove_task(task)
+
+
+@click.command()
+@click.argument("refs", nargs=-1, required=True)
+@click.option(
+    "--layout",
+    "layout_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Project OCI layout directory (created if missing).",
+)
+@click.option(
+    "--platform",
+    "platforms",
+    multiple=True,
+    metavar="OS/ARCH[/VARIANT]",
+    help="Platform to pull from an image index (repeatable; default: this host's).",
+)
+@click.option("--all-platforms", is_flag=True, help="Pull every manifest of an index.")
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64))
+@click.option("--ref-name", help="Name to record in index.json (default: the full reference).")
+@click.option(
+    "--link-mode",
+    type=click.Choice(["auto", "reflink", "hardlink", "copy"]),
+    envvar="HYBRIDSTORE_LINK_MODE",
+    help="How blobs enter the layout [env HYBRIDSTORE_LINK_MODE].",
+)
+@click.option(
+    "--include-nondistributable",
+    is_flag=True,
+    help="Also fetch foreign/non-distributable layers (off by default).",
+)
+@click.option(
+    "--max-manifest-size",
+    default=4 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(4 << 20),
+    help="Largest manifest accepted, in bytes.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@registry_options
+@pass_options
+def pull(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
+    """Pull REFS (images, Helm charts via oci://, ORAS artifacts) into a layout.
+
+    Each blob is downloaded once into the shared cache and linked into the
+    layout; a re-pull of cached content costs one manifest request.
+    """
+    from ..pull import pull_many
+
+    if kw["ref_name"] and len(refs) > 1:
+        raise click.UsageError("--ref-name needs exactly one REF")
+    transport = transport_from(kw)
+    credential = credential_from(kw)
+    as_json = kw.pop("as_json")
+    show_bars = sys.stderr.isatty() and not opts.quiet and not as_json
+    progress = RichProgress() if show_bars else None
+    args: dict[str, Any] = dict(
+        layout=kw["layout_dir"],
+        cache=opts.cache_dir,
+        platforms=kw["platforms"],
+        all_platforms=kw["all_platforms"],
+        concurrency=kw["concurrency"],
+        ref_name=kw["ref_name"],
+        link_mode=kw["link_mode"],
+        include_nondistributable=kw["include_nondistributable"],
+        transport=transport,
+        credential=credential,
+        manifest_limit=kw["max_manifest_size"],
+        progress=progress,
+    )
+    if progress is not None:
+        with progress.bars:
+            results = pull_many(list(refs), **args)
+    else:
+        results = pull_many(list(refs), **args)
+    if as_json:
+        emit_json([r.to_json() for r in results] if len(results) > 1 else results[0].to_json())
+        return
+    if opts.quiet:
+        return
+    for r in results:
+        click.echo(
+            f"{r.ref_name}: {r.digest} ({r.fetched} fetched, {r.reused} reused, "
+            f"{r.bytes_transferred} bytes, link {'/'.join(r.link_modes)}, {r.seconds:.2f}s)"
+        )

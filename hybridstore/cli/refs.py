@@ -1,0 +1,89 @@
+"""``hybridstore refs``, ``tag`` and ``untag``: the names in a layout's index.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..model import Descriptor
+from .common import GlobalOptions, emit_json, pass_options
+
+__all__ = ["refs", "tag", "untag"]
+
+_layout_option = click.option(
+    "--layout",
+    "layout_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="The OCI layout directory.",
+)
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def _row(name: str, desc: Descriptor) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": name,
+        "digest": str(desc.digest),
+        "mediaType": desc.media_type,
+        "size": desc.size,
+    }
+    if desc.platform is not None:
+        out["platform"] = str(desc.platform)
+    if desc.artifact_type:
+        out["artifactType"] = desc.artifact_type
+    return out
+
+
+@click.command()
+@_layout_option
+@_json_option
+def refs(layout_dir: str, as_json: bool) -> None:
+    """List the refs (names) in a layout's index.json."""
+    from ..layout import OCILayout
+
+    rows = [_row(n, d) for n, d in sorted(OCILayout.open(layout_dir).refs().items())]
+    if as_json:
+        emit_json(rows)
+        return
+    width = max((len(r["name"]) for r in rows), default=0)
+    for r in rows:
+        click.echo(f"{r['name']:<{width}}  {r['digest']}  {r['mediaType']}")
+
+
+@click.command()
+@_layout_option
+@click.argument("src")
+@click.argument("new")
+@_json_option
+@pass_options
+def tag(opts: GlobalOptions, /, layout_dir: str, src: str, new: str, as_json: bool) -> None:
+    """Give the content SRC names (a ref, an unambiguous tag or a digest) the name NEW.
+
+    NEW replaces any entry already called NEW; SRC keeps its name.
+    """
+    from ..layout import OCILayout
+
+    layout = OCILayout.open(layout_dir)
+    desc = layout.resolve(src)
+    layout.tag(desc, new)
+    if as_json:
+        emit_json(_row(new, desc))
+    elif not opts.quiet:
+        click.echo(f"{new} -> {desc.digest}")
+
+
+@click.command()
+@_layout_option
+@click.argument("name")
+@_json_option
+@pass_options
+def untag(opts: GlobalOptions, /, layout_dir: str, name: str, as_json: bool) -> None:
+    """Remove NAME from a layout's index.json (blobs stay until `layout gc`)."""
+    from ..layout import OCILayout
+
+    desc = OCILayout.open(layout_dir).untag(name)
+    if as_json:
+        emit_json(_row(name, desc))
+    elif not opts.quiet:
+        click.echo(f"untagged {name} ({desc.digest})")

@@ -1,0 +1,60 @@
+"""Click options shared by every command that talks to a registry."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from ..errors import InvalidInputError
+from ..remote.credentials import Credential
+from ..remote.transport import TransportOptions
+
+__all__ = ["registry_options", "transport_from", "credential_from"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def registry_options(f: F) -> F:
+    """--plain-http, --insecure, --ca-file, -u/--username, --password-stdin."""
+    for opt in reversed(
+        [
+            click.option("--plain-http", is_flag=True, help="Use HTTP instead of HTTPS."),
+            click.option("--insecure", is_flag=True, help="Skip TLS certificate verification."),
+            click.option(
+                "--ca-file",
+                type=click.Path(exists=True, dir_okay=False),
+                help="CA bundle to verify the registry's certificate.",
+            ),
+            click.option("-u", "--username", help="Registry user name (with --password-stdin)."),
+            click.option(
+                "--password-stdin", is_flag=True, help="Read the password or token from stdin."
+            ),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def transport_from(kwargs: dict[str, Any]) -> TransportOptions:
+    return TransportOptions(
+        plain_http=kwargs.pop("plain_http"),
+        insecure=kwargs.pop("insecure"),
+        ca_file=kwargs.pop("ca_file"),
+    )
+
+
+def credential_from(kwargs: dict[str, Any]) -> Credential | None:
+    username, from_stdin = kwargs.pop("username"), kwargs.pop("password_stdin")
+    if not from_stdin:
+        if username:
+            raise InvalidInputError("--username needs --password-stdin (the password on stdin)")
+        return None
+    secret = sys.stdin.read().rstrip("\r\n")
+    if not secret:
+        raise InvalidInputError("--password-stdin given but stdin was empty")
+    if not username:
+        return Credential(identity_token=secret)
+    return Credential(username=username, password=secret)

@@ -1,0 +1,33 @@
+"""``hybridstore tags``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .common import emit_json
+from .remote_options import credential_from, registry_options, transport_from
+
+__all__ = ["tags"]
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@registry_options
+def tags(ref: str, as_json: bool, **kw: Any) -> None:
+    """List the tags of REF's repository (following pagination)."""
+    from ..pull import RegistryClients
+    from ..reference import Reference
+
+    clients = RegistryClients(transport_from(kw), credential_from(kw))
+    try:
+        names = clients.repository(Reference.parse(ref)).tags()
+    finally:
+        clients.close()
+    if as_json:
+        emit_json(names)
+    else:
+        for name in names:
+            click.echo(name)

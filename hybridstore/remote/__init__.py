@@ -1,0 +1,1 @@
+"""The registry side: OCI distribution client over requests."""

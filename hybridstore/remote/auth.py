@@ -1,0 +1,744 @@
+"""Registry authentication: ``WWW-Authenticate`` challenges, bearer tokens, basic auth.
+
+An ``Authenticator`` belongs to one registry endpoint. The transport asks it for
+the ``Authorization`` value of a scope before a request (``header_for``) and,
+once per request, after a 401 (``on_unauthorized``). Tokens are cached per
+host and scope until ``expires_in`` (default 60 s) runs out; concurrent 401s
+for one scope fetch one token.
+
+Credentials go only where the registry's own challenge points, and only when
+that realm is safe: an https registry cannot send us to an http realm, and a
+registry that is not local cannot send us to a loopback or link-local one
+(SSRF and credential theft; regclient hardening, CVE-2020-15157). No secret is
+ever logged or put in an error message.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final
+from urllib.parse import urlencode, urljoin, urlsplit
+
+import requests
+from requests.auth import AuthBase
+from requests.utils import get_environ_proxies
+
+from ..errors import AuthError, NetworkError, RegistryError
+from .credentials import Credential
+
+__all__ = [
+    "Authenticator",
+    "Challenge",
+    "DEFAULT_TOKEN_LIFETIME",
+    "check_login",
+    "check_realm",
+    "is_local_host",
+    "merge_scopes",
+    "parse_challenges",
+    "redact_headers",
+    "repository_scope",
+]
+
+log = logging.getLogger("hybridstore.remote.auth")
+
+DEFAULT_TOKEN_LIFETIME: Final = 60.0
+MAX_TOKEN_RESPONSE: Final = 128 * 1024  # oras-go's cap; a token is a few KiB
+CLIENT_ID: Final = "hybridstore"
+_MAX_HOPS: Final = 5
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+_SECRET_HEADERS: Final = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-registry-auth"}
+)
+_HUB_ENDPOINTS: Final = frozenset({"registry-1.docker.io", "index.docker.io", "docker.io"})
+
+
+# -- WWW-Authenticate (RFC 9110 section 11) ------------------------------------------
+# Hand-written: no maintained library parses several challenges in one header
+# with quoted commas and token68; a small scanner that never raises is simpler
+# than adapting one.
+
+_TCHAR: Final = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+_TOKEN68: Final = frozenset("-._~+/0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_WS: Final = " \t"
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """One challenge: lower-cased scheme, lower-cased parameter names."""
+
+    scheme: str
+    params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    token68: str | None = None
+
+
+def _skip(s: str, i: int, chars: str) -> int:
+    while i < len(s) and s[i] in chars:
+        i += 1
+    return i
+
+
+def _token(s: str, i: int) -> tuple[str, int]:
+    j = i
+    while j < len(s) and s[j] in _TCHAR:
+        j += 1
+    return s[i:j], j
+
+
+def _quoted(s: str, i: int) -> tuple[str, int]:
+    """A quoted-string starting at ``s[i] == '"'``; an unterminated one runs to the end."""
+    out: list[str] = []
+    i += 1
+    while i < len(s):
+        c = s[i]
+        if c == "\\" and i + 1 < len(s):
+            out.append(s[i + 1])
+            i += 2
+        elif c == '"':
+            return "".join(out), i + 1
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out), i
+
+
+def _skip_item(s: str, i: int) -> int:
+    """Recover from garbage: move past the next comma that is not inside quotes."""
+    while i < len(s):
+        if s[i] == '"':
+            _, i = _quoted(s, i)
+        elif s[i] == ",":
+            return i + 1
+        else:
+            i += 1
+    return i
+
+
+def _param_starts(s: str, i: int) -> bool:
+    """Whether an ``name = value`` auth-param (rather than a new scheme) starts at ``i``."""
+    name, j = _token(s, i)
+    j = _skip(s, j, _WS)
+    return bool(name) and j < len(s) and s[j] == "="
+
+
+def _token68_at(s: str, i: int) -> tuple[str | None, int]:
+    """A token68 at ``i`` when it is the whole challenge body (followed by ',' or end)."""
+    j = i
+    while j < len(s) and s[j] in _TOKEN68:
+        j += 1
+    if j == i:
+        return None, i
+    j = _skip(s, j, "=")
+    k = _skip(s, j, _WS)
+    if k == len(s) or s[k] == ",":
+        return s[i:j], k
+    return None, i
+
+
+def parse_challenges(header: str) -> list[Challenge]:
+    """Every challenge in a ``WWW-Authenticate`` value (requests joins repeated
+    header lines with ", "). Malformed parts are skipped; this never raises."""
+    found: list[Challenge] = []
+    s, i = header, 0
+    while i < len(s):
+        i = _skip(s, i, _WS + ",")
+        scheme, i = _token(s, i)
+        if not scheme:
+            i = _skip_item(s, i)
+            continue
+        params: dict[str, str] = {}
+        token68: str | None = None
+        i = _skip(s, i, _WS)
+        # token68 first: "abc==" then "," or the end cannot be an auth-param,
+        # whose value may not be empty.
+        if i < len(s) and s[i] != ",":
+            token68, i = _token68_at(s, i)
+        if token68 is None:
+            if i < len(s) and s[i] != "," and not _param_starts(s, i):
+                i = _skip_item(s, i)
+            else:
+                i = _parse_params(s, i, params)
+        found.append(Challenge(scheme.lower(), MappingProxyType(params), token68))
+    return found
+
+
+def _parse_params(s: str, i: int, params: dict[str, str]) -> int:
+    """auth-params from ``i`` until the next challenge's scheme; returns its position."""
+    while i < len(s):
+        i = _skip(s, i, _WS + ",")
+        if i >= len(s) or not _param_starts(s, i):
+            # A bare token after a comma is the next challenge's scheme.
+            if i < len(s) and not _token(s, i)[0]:
+                i = _skip_item(s, i)
+                continue
+            return i
+        name, i = _token(s, i)
+        i = _skip(s, _skip(s, i, _WS) + 1, _WS)  # BWS "=" BWS
+        if i < len(s) and s[i] == '"':
+            value, i = _quoted(s, i)
+        else:
+            # Lenient: servers send unquoted URLs (not a token), so take up to the comma.
+            j = i
+            while j < len(s) and s[j] not in ", \t":
+                j += 1
+            value, i = s[i:j], j
+        params.setdefault(name.lower(), value)
+        k = _skip(s, i, _WS)
+        if k < len(s) and s[k] != ",":
+            i = _skip_item(s, k)  # junk after a value
+    return i
+
+
+# -- scopes, hosts, redaction ---------------------------------------------------------
+
+
+def repository_scope(repository: str, actions: str = "pull") -> str:
+    """``repository:<name>:<actions>`` (actions comma-separated, e.g. ``pull,push``)."""
+    return f"repository:{repository}:{actions}"
+
+
+def merge_scopes(*scopes: str) -> list[str]:
+    """Space-separated scope lists merged per resource, actions united and sorted:
+    ``repository:a:push,pull`` and ``repository:a:pull`` give ``repository:a:pull,push``
+    (registries send actions in any order). Unparseable scopes are kept verbatim."""
+    actions: dict[str, set[str]] = {}
+    other: set[str] = set()
+    for item in " ".join(scopes).split():
+        resource, sep, acts = item.rpartition(":")
+        if not sep or ":" not in resource:
+            other.add(item)
+            continue
+        actions.setdefault(resource, set()).update(a for a in acts.split(",") if a)
+    merged = [f"{r}:{','.join(sorted(a))}" for r, a in actions.items()]
+    return sorted([*merged, *other])
+
+
+def _scope_key(scope: str) -> str:
+    return " ".join(merge_scopes(scope))
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``headers`` fit for a log line: credential-bearing values hidden."""
+    return {k: ("<redacted>" if k.lower() in _SECRET_HEADERS else v) for k, v in headers.items()}
+
+
+def _redact_url(url: str) -> str:
+    """Scheme, host and path only: userinfo and query strings never reach a log."""
+    p = urlsplit(url)
+    host = p.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if p.port:
+        host = f"{host}:{p.port}"
+    return f"{p.scheme}://{host}{p.path}"
+
+
+def _ip_is_local(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return ip.is_loopback or ip.is_link_local or ip.is_unspecified
+
+
+def is_local_host(host: str, *, resolve: bool = True) -> bool:
+    """Loopback, link-local (169.254.169.254 included) or unspecified; ``localhost``
+    names. With ``resolve``, a name counts as local when it resolves to such an
+    address (regclient's rule). Private ranges are not "local": company
+    registries and their token servers live there."""
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return _ip_is_local(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if not resolve or not host:
+        return False
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    for info in infos:
+        try:
+            if _ip_is_local(ipaddress.ip_address(str(info[4][0]).split("%")[0])):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _host_of(netloc: str) -> str:
+    return urlsplit(f"//{netloc}").hostname or netloc
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    p = urlsplit(url)
+    port = p.port or {"https": 443, "http": 80}.get(p.scheme)
+    return p.scheme, (p.hostname or "").lower(), port
+
+
+def check_realm(realm: str, registry: str, scheme: str) -> None:
+    """Raise AuthError unless a token realm (or a redirect of it) is safe to contact
+    for ``registry`` reached over ``scheme``."""
+    p = urlsplit(realm)
+    shown = _redact_url(realm) if p.scheme and p.hostname else repr(realm[:100])
+    if p.scheme not in ("http", "https") or not p.hostname:
+        raise AuthError(f"registry {registry} sent an invalid token realm {shown}")
+    if scheme == "https" and p.scheme != "https":
+        raise AuthError(
+            f"refusing token realm {shown} from https registry {registry}: "
+            "credentials are never sent over plain http"
+        )
+    if is_local_host(p.hostname) and not is_local_host(_host_of(registry)):
+        raise AuthError(
+            f"refusing token realm {shown} from registry {registry}: it points to a local "
+            "address and the registry is not local"
+        )
+
+
+def _login_name(registry: str) -> str:
+    return "docker.io" if registry in _HUB_ENDPOINTS else registry
+
+
+def _scrub(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _server_message(resp: requests.Response, body: bytes, secrets: Iterable[str]) -> str:
+    """The server's own explanation (token-server or OCI error JSON, else text)."""
+    message = ""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict):
+        errs = doc.get("errors")
+        if isinstance(errs, list) and errs and isinstance(errs[0], dict):
+            message = str(errs[0].get("message") or errs[0].get("code") or "")
+        for key in ("details", "error_description", "message", "error"):
+            if not message and isinstance(doc.get(key), str):
+                message = doc[key]
+    elif body:
+        message = body.decode("utf-8", "replace").strip().splitlines()[0] if body.strip() else ""
+    message = " ".join(message.split())[:200]
+    message = _scrub(message, secrets)
+    return message or f"{resp.status_code} {resp.reason}"
+
+
+class _HeaderAuth(AuthBase):
+    """Sets exactly our Authorization value (or none). Passing an auth object also
+    stops requests from attaching ``.netrc`` credentials to token requests."""
+
+    def __init__(self, value: str | None) -> None:
+        self._value = value
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self._value:
+            r.headers["Authorization"] = self._value
+        else:
+            r.headers.pop("Authorization", None)
+        return r
+
+    def __repr__(self) -> str:
+        return "_HeaderAuth(<redacted>)" if self._value else "_HeaderAuth(None)"
+
+
+@dataclass(frozen=True)
+class _Cached:
+    header: str = field(repr=False)
+    deadline: float
+
+
+class Authenticator:
+    """Authorization for one registry endpoint (``host[:port]`` over ``scheme``)."""
+
+    def __init__(
+        self,
+        session: requests.Session,
+        registry: str,
+        *,
+        scheme: str,
+        credential: Credential | None,
+        timeout: float,
+        verify: bool | str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.registry = registry.lower()
+        self.scheme = scheme
+        self._session = session
+        self._credential = credential
+        self._timeout = timeout
+        self._verify = verify
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._flights: dict[str, threading.Lock] = {}
+        self._tokens: dict[tuple[str, str], _Cached] = {}
+        self._basic: str | None = None
+        #: What an auth error tells the user to do (``check_login`` asks to check the password).
+        self.hint = f"run 'hybridstore login {_login_name(self.registry)}'"
+
+    def __repr__(self) -> str:
+        who = "anonymous" if self._credential is None else "with credentials"
+        return f"Authenticator({self.scheme}://{self.registry}, {who})"
+
+    @property
+    def _secrets(self) -> tuple[str, ...]:
+        return self._credential.secrets() if self._credential else ()
+
+    def header_for(self, scope: str) -> str | None:
+        """The Authorization value to send for ``scope`` now, or None to go without."""
+        with self._lock:
+            if self._basic is not None:
+                return self._basic
+            cached = self._tokens.get((self.registry, _scope_key(scope)))
+            if cached is not None and cached.deadline > self._clock():
+                return cached.header
+            return None
+
+    def on_unauthorized(self, response: requests.Response, scope: str) -> str:
+        """Answer a 401: the Authorization value to retry the request with."""
+        self._check_origin(response)
+        challenges = parse_challenges(response.headers.get("WWW-Authenticate", ""))
+        by_scheme = {c.scheme: c for c in reversed(challenges)}  # first of each wins
+        sent = response.request.headers.get("Authorization") if response.request else None
+        if "bearer" in by_scheme:
+            return self._bearer(by_scheme["bearer"], scope, sent)
+        if "basic" in by_scheme:
+            return self._basic_header(sent)
+        if not challenges:
+            raise AuthError(
+                f"registry {self.registry} answered 401 without a WWW-Authenticate challenge"
+            )
+        schemes = ", ".join(sorted(by_scheme))
+        raise AuthError(
+            f"registry {self.registry} asks for unsupported authentication ({schemes}); "
+            "only Bearer and Basic are supported"
+        )
+
+    def error_for(self, response: requests.Response, scope: str) -> AuthError:
+        """A clear error for a request that still fails with 401/403 after re-auth."""
+        ch = next((c for c in parse_challenges(response.headers.get("WWW-Authenticate", ""))), None)
+        insufficient = ch is not None and ch.params.get("error") == "insufficient_scope"
+        if insufficient or response.status_code == 403:
+            wanted = " ".join(merge_scopes((ch.params.get("scope") if ch else None) or scope))
+            return AuthError(
+                f"insufficient scope: {self.registry} did not grant {wanted!r} "
+                f"({self._who()}); check your permissions or {self.hint}"
+            )
+        if self._credential is None:
+            return AuthError(f"authentication required for {self.registry}: {self.hint}")
+        return AuthError(
+            f"registry {self.registry} rejected the credentials ({self._who()}): {self.hint}"
+        )
+
+    # -- internals ------------------------------------------------------------------
+
+    def _who(self) -> str:
+        cred = self._credential
+        if cred is None:
+            return "anonymously"
+        if cred.username:
+            return f"as user {cred.username!r}"
+        return "with the stored identity token"
+
+    def _check_origin(self, response: requests.Response) -> None:
+        """A 401 is answered only for the registry itself, never for a redirect target
+        (CVE-2020-15157: foreign hosts must not harvest our credentials)."""
+        got = _origin(response.url)
+        want = _origin(f"{self.scheme}://{self.registry}/")
+        if got != want:
+            raise AuthError(
+                f"refusing to authenticate to {_redact_url(response.url)}: it is not the "
+                f"registry {self.registry}"
+            )
+
+    def _basic_header(self, sent: str | None) -> str:
+        cred = self._credential
+        if cred is None or not cred.has_password:
+            if cred is not None:
+                raise AuthError(
+                    f"registry {self.registry} needs a user name and password, but only an "
+                    f"identity token is stored: {self.hint}"
+                )
+            raise AuthError(f"authentication required for {self.registry}: {self.hint}")
+        raw = f"{cred.username}:{cred.password}".encode()
+        value = "Basic " + base64.b64encode(raw).decode()
+        if sent == value:
+            raise AuthError(
+                f"registry {self.registry} rejected the credentials ({self._who()}): {self.hint}"
+            )
+        with self._lock:
+            self._basic = value
+        log.debug("auth: %s uses basic authentication", self.registry)
+        return value
+
+    def _bearer(self, ch: Challenge, scope: str, sent: str | None) -> str:
+        realm = ch.params.get("realm")
+        if not realm:
+            raise AuthError(f"registry {self.registry} sent a Bearer challenge without a realm")
+        check_realm(realm, self.registry, self.scheme)
+        key = _scope_key(scope)
+        insufficient = ch.params.get("error") == "insufficient_scope"
+        scopes = merge_scopes(scope, ch.params.get("scope", ""))
+        with self._lock:
+            flight = self._flights.setdefault(key, threading.Lock())
+        with flight:  # one token fetch per scope, however many requests got a 401
+            with self._lock:
+                cached = self._tokens.get((self.registry, key))
+            now = self._clock()
+            if (
+                cached is not None
+                and cached.deadline > now
+                and cached.header != sent
+                and not insufficient
+            ):
+                return cached.header
+            token, lifetime = self._fetch_token(realm, ch.params.get("service"), scopes)
+            header = f"Bearer {token}"
+            margin = min(10.0, lifetime / 10)
+            with self._lock:
+                self._tokens[(self.registry, key)] = _Cached(header, now + lifetime - margin)
+            return header
+
+    def _fetch_token(self, realm: str, service: str | None, scopes: list[str]) -> tuple[str, float]:
+        """Docker's token protocol: OAuth2 POST with an identity token; otherwise GET,
+        with basic credentials when we have them (POST grant_type=password when the
+        endpoint refuses GET with 404/405)."""
+        cred = self._credential
+        base: dict[str, str] = {"service": service} if service else {}
+        log.debug(
+            "auth: token for %s scope %r from %s (%s)",
+            self.registry,
+            " ".join(scopes),
+            _redact_url(realm),
+            "anonymous" if cred is None else "with credentials",
+        )
+        if cred is not None and cred.identity_token:
+            form = {
+                **base,
+                "grant_type": "refresh_token",
+                "refresh_token": cred.identity_token,
+                "client_id": CLIENT_ID,
+                "scope": " ".join(scopes),
+            }
+            resp, body = self._token_request("POST", realm, None, form)
+        else:
+            query = [*base.items(), *(("scope", s) for s in scopes)]
+            basic = None
+            if cred is not None and cred.has_password:
+                query.append(("account", cred.username or ""))
+                raw = f"{cred.username}:{cred.password}".encode()
+                basic = "Basic " + base64.b64encode(raw).decode()
+            sep = "&" if "?" in realm else "?"
+            url = realm + (sep + urlencode(query) if query else "")
+            resp, body = self._token_request("GET", url, basic, None)
+            if resp.status_code in (404, 405) and cred is not None and cred.has_password:
+                form = {
+                    **base,
+                    "grant_type": "password",
+                    "username": cred.username or "",
+                    "password": cred.password or "",
+                    "client_id": CLIENT_ID,
+                    "scope": " ".join(scopes),
+                }
+                resp, body = self._token_request("POST", realm, None, form)
+        return self._parse_token(resp, body, scopes)
+
+    def _token_request(
+        self, method: str, url: str, header: str | None, form: Mapping[str, str] | None
+    ) -> tuple[requests.Response, bytes]:
+        """One token call, redirects followed by hand: a redirect must pass the realm
+        checks, and credentials (header or form) never leave the realm's origin."""
+        origin = _origin(url)
+        for _ in range(_MAX_HOPS + 1):
+            try:
+                resp = self._session.request(
+                    method,
+                    url,
+                    data=dict(form) if form is not None else None,
+                    auth=_HeaderAuth(header),
+                    timeout=self._timeout,
+                    verify=self._verify,
+                    allow_redirects=False,
+                    stream=True,
+                    proxies=get_environ_proxies(url),
+                )
+                body = _read_capped(resp)
+            except requests.exceptions.SSLError:
+                raise NetworkError(
+                    f"TLS verification of token server {_redact_url(url)} failed "
+                    f"(registry {self.registry}): use --ca-file or --insecure"
+                ) from None
+            except (requests.ConnectionError, requests.Timeout) as e:
+                raise NetworkError(
+                    f"cannot reach token server {_redact_url(url)} for {self.registry}: "
+                    f"{type(e).__name__}"
+                ) from None
+            if resp.status_code not in _REDIRECTS:
+                return resp, body
+            location = resp.headers.get("Location")
+            if not location:
+                raise RegistryError(f"token server {_redact_url(url)} redirected without Location")
+            url = urljoin(url, location)
+            check_realm(url, self.registry, "https" if origin[0] == "https" else self.scheme)
+            if _origin(url) != origin:
+                if form is not None:
+                    raise AuthError(
+                        f"token server for {self.registry} redirected a credential POST to "
+                        f"another host ({_redact_url(url)}); refusing to resend it"
+                    )
+                header = None  # credentials stay with the realm's host
+            if resp.status_code == 303:
+                method, form = "GET", None
+        raise RegistryError(f"token server for {self.registry}: more than {_MAX_HOPS} redirects")
+
+    def _parse_token(
+        self, resp: requests.Response, body: bytes, scopes: list[str]
+    ) -> tuple[str, float]:
+        host = _redact_url(resp.url)
+        if resp.status_code in (401, 403):
+            message = _server_message(resp, body, self._secrets)
+            if self._credential is None:
+                raise AuthError(
+                    f"authentication required for {self.registry} (token server {host}: "
+                    f"{message}): {self.hint}"
+                )
+            raise AuthError(
+                f"token server {host} refused the credentials for {self.registry} "
+                f"({self._who()}): {message}; {self.hint}"
+            )
+        if resp.status_code != 200:
+            message = _server_message(resp, body, self._secrets)
+            raise RegistryError(
+                f"token server {host} for {self.registry} answered {resp.status_code}: {message}"
+            )
+        try:
+            doc = json.loads(body)
+            token = doc.get("token") or doc.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token or any(c in token for c in "\r\n"):
+            raise RegistryError(f"token server {host} for {self.registry} returned no usable token")
+        lifetime = doc.get("expires_in")
+        if isinstance(lifetime, bool) or not isinstance(lifetime, (int, float)) or lifetime <= 0:
+            lifetime = DEFAULT_TOKEN_LIFETIME
+        log.debug(
+            "auth: got token for %s scope %r, valid %g s", self.registry, " ".join(scopes), lifetime
+        )
+        return token, float(lifetime)
+
+
+def _read_capped(resp: requests.Response) -> bytes:
+    """The body, at most MAX_TOKEN_RESPONSE bytes (a hostile server may stream forever)."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in resp.iter_content(16384):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_TOKEN_RESPONSE:
+                raise RegistryError(
+                    f"token server {_redact_url(resp.url)} sent more than "
+                    f"{MAX_TOKEN_RESPONSE // 1024} KiB; refusing it"
+                )
+    finally:
+        resp.close()
+    return b"".join(chunks)
+
+
+# -- login check ------------------------------------------------------------------------
+
+
+def check_login(
+    registry: str,
+    credential: Credential | None,
+    *,
+    scheme: str = "https",
+    verify: bool | str = True,
+    timeout: float = 30.0,
+    session: requests.Session | None = None,
+) -> str:
+    """Prove ``credential`` works against ``registry`` (GET /v2/, answer the challenge,
+    GET /v2/ again). Returns the scheme used: "none", "basic" or "bearer"."""
+    endpoint = "registry-1.docker.io" if registry == "docker.io" else registry
+    own = session is None
+    if session is None:
+        session = requests.Session()
+        session.trust_env = False  # no .netrc; proxies are passed per request
+    try:
+        auth = Authenticator(
+            session, endpoint, scheme=scheme, credential=credential, timeout=timeout, verify=verify
+        )
+        auth.hint = "check the user name and password"
+        url = f"{scheme}://{endpoint}/v2/"
+        resp = _ping(session, url, None, registry, timeout, verify)
+        if resp.status_code == 200:
+            log.debug("auth: %s does not ask for authentication", registry)
+            return "none"
+        if resp.status_code != 401:
+            raise RegistryError(
+                f"{registry} answered {resp.status_code} to GET /v2/: is it an OCI registry "
+                "(and is --plain-http right)?"
+            )
+        header = auth.on_unauthorized(resp, "")
+        kind = header.split(" ", 1)[0].lower()
+        again = _ping(session, url, header, registry, timeout, verify)
+        if again.status_code == 200:
+            return kind
+        if again.status_code in (401, 403):
+            raise auth.error_for(again, "")
+        raise RegistryError(f"{registry} answered {again.status_code} to an authenticated GET /v2/")
+    finally:
+        if own:
+            session.close()
+
+
+def _ping(
+    session: requests.Session,
+    url: str,
+    header: str | None,
+    registry: str,
+    timeout: float,
+    verify: bool | str,
+) -> requests.Response:
+    """GET /v2/ following same-origin redirects only (credentials stay home)."""
+    origin = _origin(url)
+    for _ in range(_MAX_HOPS + 1):
+        try:
+            resp = session.get(
+                url,
+                auth=_HeaderAuth(header),
+                timeout=timeout,
+                verify=verify,
+                allow_redirects=False,
+                proxies=get_environ_proxies(url),
+            )
+        except requests.exceptions.SSLError:
+            raise NetworkError(
+                f"TLS verification of {registry} failed: use --ca-file with its CA, or --insecure"
+            ) from None
+        except (requests.ConnectionError, requests.Timeout) as e:
+            raise NetworkError(
+                f"cannot reach {registry} over {origin[0]} ({type(e).__name__}): check the "
+                "address and network, and --plain-http for a registry without TLS"
+            ) from None
+        resp.close()
+        if resp.status_code not in _REDIRECTS:
+            return resp
+        target = urljoin(url, resp.headers.get("Location", ""))
+        if _origin(target) != origin:
+            raise RegistryError(
+                f"{registry} redirected /v2/ to another host ({_redact_url(target)}); refusing"
+            )
+        url = target
+    raise RegistryError(f"{registry}: more than {_MAX_HOPS} redirects on /v2/")

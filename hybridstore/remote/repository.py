@@ -1,0 +1,308 @@
+"""One repository on a registry: resolve and fetch manifests, stream blobs, list tags.
+
+Every manifest is verified against the digest we asked for, or hashed from its
+bytes when fetched by tag (``Docker-Content-Digest`` is checked, never trusted
+instead). Blob streams count bytes, resume with ``Range`` after a dropped
+connection, and reject a ``Content-Range`` that does not start where we asked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import urljoin
+
+import requests
+
+from .. import mediatypes as mt
+from ..digest import Digest
+from ..errors import (
+    DigestMismatchError,
+    InvalidDocumentError,
+    NetworkError,
+    NotFoundError,
+    RegistryError,
+    SizeMismatchError,
+)
+from ..model import Descriptor
+from .transport import RegistryTransport
+
+__all__ = ["Repository", "FetchedManifest", "DEFAULT_MANIFEST_LIMIT"]
+
+log = logging.getLogger("hybridstore.remote")
+
+DEFAULT_MANIFEST_LIMIT = 4 * 1024 * 1024
+_CHUNK = 1 << 20
+_MAX_RESUMES = 5
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+@dataclass(frozen=True)
+class FetchedManifest:
+    descriptor: Descriptor
+    raw: bytes
+
+
+class Repository:
+    """``/v2/<name>/...`` on one registry."""
+
+    def __init__(
+        self,
+        transport: RegistryTransport,
+        name: str,
+        *,
+        manifest_limit: int = DEFAULT_MANIFEST_LIMIT,
+    ) -> None:
+        self.transport = transport
+        self.name = name
+        self.manifest_limit = manifest_limit
+        self.scope = f"repository:{name}:pull"
+
+    def _url(self, kind: str, reference: str) -> str:
+        return self.transport.url(f"/v2/{self.name}/{kind}/{reference}")
+
+    # -- manifests -----------------------------------------------------------
+
+    def resolve(self, reference: str) -> Descriptor:
+        """Descriptor of a tag or digest by HEAD (GET when HEAD is refused or vague)."""
+        accept = {"Accept": ", ".join(mt.MANIFEST_ACCEPT)}
+        resp = self.transport.send(
+            "HEAD",
+            self._url("manifests", reference),
+            scope=self.scope,
+            headers=accept,
+            ok=(200, 405),
+        )
+        resp.close()
+        header_digest = resp.headers.get("Docker-Content-Digest")
+        ctype = _media_type(resp.headers.get("Content-Type"))
+        length = resp.headers.get("Content-Length")
+        if resp.status_code == 200 and header_digest and ctype and length and length.isdigit():
+            digest = Digest.parse(header_digest)
+            if _is_digest(reference) and digest != Digest.parse(reference):
+                raise DigestMismatchError(
+                    f"registry answered digest {digest} for requested {reference}"
+                )
+            if int(length) > self.manifest_limit:
+                raise InvalidDocumentError(
+                    f"manifest {reference} is {length} bytes, over the "
+                    f"{self.manifest_limit}-byte limit (raise it with --max-manifest-size)"
+                )
+            if ctype in mt.MANIFEST_ACCEPT:
+                return Descriptor(ctype, digest, int(length))
+        return self.fetch_manifest(reference).descriptor
+
+    def fetch_manifest(self, reference: str, expected: Descriptor | None = None) -> FetchedManifest:
+        """GET a manifest with a size cap; verify its digest and media type."""
+        accept = {"Accept": ", ".join(mt.MANIFEST_ACCEPT)}
+        resp = self.transport.send(
+            "GET",
+            self._url("manifests", reference),
+            scope=self.scope,
+            headers=accept,
+            stream=True,
+        )
+        with resp:
+            raw = _read_capped(resp, self.manifest_limit, reference)
+        want = (
+            expected.digest
+            if expected
+            else (Digest.parse(reference) if _is_digest(reference) else None)
+        )
+        digest = Digest.of_bytes(raw, want.algorithm if want else "sha256")
+        if want is not None and digest != want:
+            raise DigestMismatchError(
+                f"manifest {self.name}@{reference}: expected {want}, got {digest}"
+            )
+        header = resp.headers.get("Docker-Content-Digest")
+        if header and want is None and header != str(digest):
+            raise DigestMismatchError(
+                f"manifest {self.name}:{reference}: Docker-Content-Digest {header} "
+                f"does not match the content ({digest})"
+            )
+        if expected is not None and expected.size != len(raw):
+            raise SizeMismatchError(
+                f"manifest {digest}: expected {expected.size} bytes, got {len(raw)}"
+            )
+        ctype = _media_type(resp.headers.get("Content-Type"))
+        media_type = _document_media_type(raw, ctype, expected)
+        return FetchedManifest(Descriptor(media_type, digest, len(raw)), raw)
+
+    # -- blobs ---------------------------------------------------------------
+
+    def open_blob(self, desc: Descriptor, offset: int = 0) -> tuple[int, Iterator[bytes]]:
+        """A cache ``BlobSource``: stream ``desc`` from ``offset`` (or from 0 if the
+        registry ignores Range). Dropped connections resume transparently."""
+        desc.digest.require_verifiable()
+        stream = _BlobStream(self, desc)
+        start = stream.open(offset)
+        return start, stream.chunks()
+
+    def blob_exists(self, desc: Descriptor) -> bool:
+        try:
+            resp = self.transport.send(
+                "HEAD", self._url("blobs", str(desc.digest)), scope=self.scope
+            )
+        except NotFoundError:
+            return False
+        resp.close()
+        return True
+
+    # -- tags ----------------------------------------------------------------
+
+    def tags(self, page_size: int = 1000, max_pages: int = 1000) -> list[str]:
+        """All tags, following ``Link`` pagination with a page cap."""
+        url = self.transport.url(f"/v2/{self.name}/tags/list?n={page_size}")
+        out: list[str] = []
+        for _ in range(max_pages):
+            resp = self.transport.send("GET", url, scope=self.scope)
+            with resp:
+                body = resp.json()
+            tags = body.get("tags") if isinstance(body, dict) else None
+            out.extend(t for t in (tags or []) if isinstance(t, str))
+            nxt = resp.links.get("next", {}).get("url")
+            if not nxt:
+                return out
+            url = urljoin(url, nxt)
+        raise RegistryError(f"tag listing of {self.name} did not end after {max_pages} pages")
+
+
+class _BlobStream:
+    """One blob GET with byte counting and transparent Range resume."""
+
+    def __init__(self, repo: Repository, desc: Descriptor) -> None:
+        self.repo = repo
+        self.desc = desc
+        self.url = repo._url("blobs", str(desc.digest))
+        self.pos = 0
+        self.resp: requests.Response | None = None
+
+    def open(self, offset: int) -> int:
+        """Issue the GET; returns the offset the body starts at."""
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        resp = self.repo.transport.send(
+            "GET", self.url, scope=self.repo.scope, headers=headers, stream=True, ok=(200, 206)
+        )
+        start = 0
+        if resp.status_code == 206:
+            start = _content_range_start(resp, self.desc)
+            if start != offset:
+                resp.close()
+                raise RegistryError(
+                    f"blob {self.desc.digest}: asked for bytes from {offset}, "
+                    f"server sent Content-Range starting at {start}"
+                )
+        length = resp.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) != self.desc.size - start:
+            resp.close()
+            raise SizeMismatchError(
+                f"blob {self.desc.digest}: Content-Length {length} but "
+                f"{self.desc.size - start} bytes expected"
+            )
+        self.resp = resp
+        self.pos = start
+        return start
+
+    def chunks(self) -> Iterator[bytes]:
+        resumes = 0
+        while True:
+            assert self.resp is not None
+            try:
+                for chunk in self.resp.iter_content(_CHUNK):
+                    self.pos += len(chunk)
+                    yield chunk
+                self.resp.close()
+                if self.pos >= self.desc.size:
+                    return  # over-long bodies are caught by the cache's verifier
+                reason = f"body ended after {self.pos} of {self.desc.size} bytes"
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
+                reason = type(e).__name__
+            self.resp.close()
+            resumes += 1
+            if resumes > _MAX_RESUMES:
+                raise NetworkError(
+                    f"blob {self.desc.digest}: transfer kept failing ({reason}); giving up "
+                    f"after {_MAX_RESUMES} resumes"
+                )
+            log.debug("blob %s: %s; resuming at %d", self.desc.digest.short, reason, self.pos)
+            want = self.pos
+            start = self.open(want)
+            if start != want:  # server ignored Range: skip what we already have
+                self._skip(want - start)
+
+    def _skip(self, n: int) -> None:
+        assert self.resp is not None
+        raw = self.resp.raw
+        while n > 0:
+            got = raw.read(min(n, _CHUNK), decode_content=True)
+            if not got:
+                raise NetworkError(f"blob {self.desc.digest}: body ended while skipping")
+            n -= len(got)
+            self.pos += len(got)
+
+
+def _content_range_start(resp: requests.Response, desc: Descriptor) -> int:
+    value = resp.headers.get("Content-Range", "")
+    m = _CONTENT_RANGE.fullmatch(value.strip())
+    if not m or "," in value:
+        resp.close()
+        raise RegistryError(f"blob {desc.digest}: invalid Content-Range {value!r} in a 206")
+    first, last = int(m.group(1)), int(m.group(2))
+    if last != desc.size - 1 or (m.group(3) != "*" and int(m.group(3)) != desc.size):
+        resp.close()
+        raise RegistryError(f"blob {desc.digest}: Content-Range {value!r} does not end the blob")
+    return first
+
+
+def _read_capped(resp: requests.Response, limit: int, what: str) -> bytes:
+    length = resp.headers.get("Content-Length")
+    if length and length.isdigit() and int(length) > limit:
+        raise InvalidDocumentError(
+            f"manifest {what} is {length} bytes, over the {limit}-byte limit"
+        )
+    buf = bytearray()
+    for chunk in resp.iter_content(65536):
+        buf += chunk
+        if len(buf) > limit:
+            raise InvalidDocumentError(f"manifest {what} exceeds the {limit}-byte limit")
+    return bytes(buf)
+
+
+def _is_digest(reference: str) -> bool:
+    return ":" in reference
+
+
+def _media_type(header: str | None) -> str | None:
+    if not header:
+        return None
+    return header.split(";", 1)[0].strip().lower() or None
+
+
+def _document_media_type(raw: bytes, ctype: str | None, expected: Descriptor | None) -> str:
+    """The document's media type; ``Content-Type``, descriptor and body must agree."""
+    try:
+        own = json.loads(raw).get("mediaType")
+    except (ValueError, AttributeError):
+        raise InvalidDocumentError("manifest is not a JSON object") from None
+    if own is not None and not isinstance(own, str):
+        raise InvalidDocumentError("manifest 'mediaType' is not a string")
+    if own and ctype and ctype in mt.MANIFEST_ACCEPT and own != ctype:
+        raise InvalidDocumentError(
+            f"registry sent Content-Type {ctype} for a document whose mediaType is {own}"
+        )
+    if (
+        own
+        and expected
+        and expected.media_type in mt.MANIFEST_ACCEPT
+        and own != expected.media_type
+    ):
+        raise InvalidDocumentError(
+            f"descriptor says {expected.media_type} but the document says {own}"
+        )
+    chosen = own or (expected.media_type if expected else None) or ctype
+    if not chosen:
+        raise InvalidDocumentError("cannot tell the manifest's media type")
+    return chosen

@@ -1,0 +1,303 @@
+"""HTTP transport to one registry: auth, retries, redirects, error mapping.
+
+Redirects are followed here, not by requests, so that ``Authorization`` never
+crosses a host boundary, https never downgrades to http, and a non-local
+registry cannot bounce us to a loopback address. Retries cover connection
+errors, 408, 429 (honouring ``Retry-After``) and 5xx, bounded in count and in
+total time; a request whose body cannot be replayed is never retried.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.utils import get_environ_proxies
+
+from ..errors import AuthError, NetworkError, NotFoundError, RegistryError
+from .auth import Authenticator
+from .credentials import Credential
+
+__all__ = ["TransportOptions", "RegistryTransport", "is_local_host"]
+
+log = logging.getLogger("hybridstore.remote")
+
+_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_MAX_REDIRECTS = 10
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    """How to talk to registries; one instance is shared by a whole command."""
+
+    plain_http: bool = False
+    insecure: bool = False
+    ca_file: str | None = None
+    timeout: float = 30.0
+    pool_size: int = 16
+    max_retries: int = 5
+    retry_base: float = 0.25
+    retry_cap: float = 10.0
+    retry_total: float = 120.0
+
+    @property
+    def verify(self) -> bool | str:
+        if self.insecure:
+            return False
+        return self.ca_file or True
+
+
+def is_local_host(host: str) -> bool:
+    """Loopback, link-local or ``localhost`` (``host`` without port)."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_link_local or ip.is_unspecified
+
+
+def _hostname(netloc: str) -> str:
+    return urlsplit(f"//{netloc}").hostname or netloc
+
+
+def new_session(options: TransportOptions) -> requests.Session:
+    """One pooled session per command. ``trust_env`` is off so ``.netrc`` credentials
+    are never attached to registry calls; proxies from the environment are applied
+    per request instead (see ``RegistryTransport.send``)."""
+    s = requests.Session()
+    s.trust_env = False
+    adapter = HTTPAdapter(pool_connections=options.pool_size, pool_maxsize=options.pool_size)
+    s.mount("https://", adapter)
+    s.mount("http://", adapter)
+    s.headers["User-Agent"] = "hybridstore/0.1"
+    return s
+
+
+def retry_after_seconds(value: str | None, cap: float) -> float | None:
+    """Parse ``Retry-After`` (delta seconds or HTTP-date), capped."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), cap)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, min(when.timestamp() - time.time(), cap))
+
+
+def registry_error_message(resp: requests.Response) -> str:
+    """The registry's own error text (OCI error body) or the HTTP reason."""
+    try:
+        body = json.loads(resp.content[:65536])
+        errs = body.get("errors") if isinstance(body, dict) else None
+        if isinstance(errs, list) and errs:
+            parts = []
+            for e in errs[:3]:
+                if isinstance(e, dict):
+                    parts.append(f"{e.get('code', '')}: {e.get('message', '')}".strip(": "))
+            if parts:
+                return "; ".join(parts)
+    except ValueError:
+        pass
+    return f"{resp.status_code} {resp.reason}"
+
+
+class RegistryTransport:
+    """Requests to one registry endpoint (``host[:port]``), shared by its repositories."""
+
+    def __init__(
+        self,
+        registry: str,
+        options: TransportOptions,
+        *,
+        session: requests.Session | None = None,
+        credential: Credential | None = None,
+        plain_http: bool | None = None,
+    ) -> None:
+        self.registry = registry
+        self.options = options
+        self.session = session or new_session(options)
+        use_http = options.plain_http if plain_http is None else plain_http
+        self.scheme = "http" if use_http else "https"
+        self.base = f"{self.scheme}://{registry}"
+        self.local = is_local_host(_hostname(registry))
+        self.auth = Authenticator(
+            self.session,
+            registry,
+            scheme=self.scheme,
+            credential=credential,
+            timeout=options.timeout,
+            verify=options.verify,
+        )
+
+    def url(self, path: str) -> str:
+        return f"{self.base}{path}"
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        scope: str,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+        body: Callable[[], bytes | None] | None = None,
+        follow_redirects: bool = True,
+        ok: tuple[int, ...] = (200,),
+    ) -> requests.Response:
+        """Send with auth, retries and safe redirects; raise a hybridstore error unless
+        the final status is in ``ok`` (404 -> NotFoundError, 401/403 -> AuthError)."""
+        deadline = time.monotonic() + self.options.retry_total
+        attempt = 0
+        while True:
+            try:
+                resp = self._send_authorized(
+                    method, url, scope, headers or {}, stream, body, follow_redirects
+                )
+            except (requests.ConnectionError, requests.Timeout) as e:
+                if not self._may_retry(attempt, deadline, body is None or method == "GET"):
+                    raise NetworkError(
+                        f"{method} {_redact(url)}: cannot reach {self.registry}: "
+                        f"{type(e).__name__}; check the address, network and --plain-http"
+                    ) from None
+                self._backoff(attempt, None)
+                attempt += 1
+                continue
+            if resp.status_code in _RETRY_STATUS and self._may_retry(attempt, deadline, True):
+                wait = retry_after_seconds(resp.headers.get("Retry-After"), self.options.retry_cap)
+                log.debug("%s %s -> %d, retrying", method, _redact(url), resp.status_code)
+                resp.close()
+                self._backoff(attempt, wait)
+                attempt += 1
+                continue
+            if resp.status_code in ok:
+                return resp
+            raise self._error(method, url, resp)
+
+    def _may_retry(self, attempt: int, deadline: float, replayable: bool) -> bool:
+        return replayable and attempt < self.options.max_retries and time.monotonic() < deadline
+
+    def _backoff(self, attempt: int, wait: float | None) -> None:
+        if wait is None:
+            base = min(self.options.retry_cap, self.options.retry_base * (2**attempt))
+            wait = base * (0.5 + random.random() / 2)  # jitter
+        time.sleep(wait)
+
+    def _error(self, method: str, url: str, resp: requests.Response) -> Exception:
+        msg = registry_error_message(resp)
+        where = f"{method} {_redact(url)}"
+        resp.close()
+        if resp.status_code == 404:
+            return NotFoundError(f"{where}: not found ({msg})")
+        if resp.status_code in (401, 403):
+            return AuthError(
+                f"{where}: access denied by {self.registry} ({msg}); "
+                f"check 'hybridstore login {self.registry}' and your permissions"
+            )
+        return RegistryError(f"{where}: registry {self.registry} answered {msg}")
+
+    def _send_authorized(
+        self,
+        method: str,
+        url: str,
+        scope: str,
+        headers: Mapping[str, str],
+        stream: bool,
+        body: Callable[[], bytes | None] | None,
+        follow_redirects: bool,
+    ) -> requests.Response:
+        auth_header = self.auth.header_for(scope)
+        reauthed = False
+        while True:
+            h = dict(headers)
+            if auth_header:
+                h["Authorization"] = auth_header
+            resp = self._request(method, url, h, stream, body)
+            if resp.status_code == 401 and not reauthed:
+                reauthed = True
+                auth_header = self.auth.on_unauthorized(resp, scope)
+                resp.close()
+                continue
+            if follow_redirects and resp.status_code in (301, 302, 303, 307, 308):
+                return self._follow(method, url, resp, headers, stream, auth_header)
+            return resp
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        stream: bool,
+        body: Callable[[], bytes | None] | None,
+    ) -> requests.Response:
+        log.debug("%s %s", method, _redact(url))
+        return self.session.request(
+            method,
+            url,
+            headers=dict(headers),
+            data=body() if body else None,
+            stream=stream,
+            allow_redirects=False,
+            timeout=self.options.timeout,
+            verify=self.options.verify,
+            proxies=get_environ_proxies(url),
+        )
+
+    def _follow(
+        self,
+        method: str,
+        url: str,
+        resp: requests.Response,
+        headers: Mapping[str, str],
+        stream: bool,
+        auth_header: str | None,
+    ) -> requests.Response:
+        """Follow redirects (GET/HEAD only). Credentials stay with the registry host."""
+        origin = urlsplit(url)
+        for _ in range(_MAX_REDIRECTS):
+            location = resp.headers.get("Location")
+            resp.close()
+            if not location:
+                raise RegistryError(f"{method} {_redact(url)}: redirect without Location")
+            url = urljoin(url, location)
+            target = urlsplit(url)
+            if target.scheme not in ("http", "https"):
+                raise RegistryError(f"refusing redirect to non-HTTP URL {_redact(url)}")
+            if origin.scheme == "https" and target.scheme != "https":
+                raise RegistryError(
+                    f"refusing redirect from https to {target.scheme}: {_redact(url)}"
+                )
+            if not self.local and is_local_host(target.hostname or ""):
+                raise RegistryError(f"refusing redirect to a local address: {_redact(url)}")
+            same = (target.scheme, target.netloc) == (origin.scheme, origin.netloc)
+            h = dict(headers)
+            if same and auth_header:
+                h["Authorization"] = auth_header
+            resp = self._request(method, url, h, stream, None)
+            if resp.status_code not in (301, 302, 303, 307, 308):
+                return resp
+        resp.close()
+        raise RegistryError(f"{method}: more than {_MAX_REDIRECTS} redirects")
+
+
+def _redact(url: str) -> str:
+    """URL without query string or userinfo (upload URLs carry secrets in ``_state``)."""
+    p = urlsplit(url)
+    host = p.hostname or ""
+    if p.port:
+        host = f"{host}:{p.port}"
+    return f"{p.scheme}://{host}{p.path}"

@@ -1,0 +1,112 @@
+"""Shared pytest fixtures: real registries, fault proxy, OCI content, temp cache.
+
+Import helpers in test modules as ``from support.oci_builder import ...``
+(``tests/`` is on ``sys.path`` because it has no ``__init__.py``; keep it so).
+
+Fixtures (all lazy; nothing here is autouse):
+    registry          session-scoped plain-HTTP ``docker-registry`` (shared: use ``repo_name``)
+    registry_factory  function-scoped: ``registry_factory(auth="basic"|"token", tls=True, ...)``
+    registry_content  session-scoped sample image/index/chart/artifact/referrer in ``registry``
+    fault_proxy       function-scoped ``FaultProxy`` in front of ``registry``
+    test_ca           session-scoped certificate authority
+    oci_builder       factory: ``oci_builder(name="layout", seed=0) -> LayoutBuilder``
+    repo_name         a repository name unique to the test
+    tmp_cache         empty cache dir; also sets ``HYBRIDSTORE_CACHE_DIR`` to it
+    skopeo_bin / umoci_bin  path of the tool, or skip
+
+Markers ``registry``, ``skopeo``, ``umoci`` skip a test when that peer is missing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from support import require_binary
+from support.faultproxy import FaultProxy
+from support.oci_builder import LayoutBuilder, SampleContent, seed_sample_content
+from support.registry import Registry, RegistryFactory
+from support.tls import CertificateAuthority
+
+_MARKER_BINARIES = {"registry": "docker-registry", "skopeo": "skopeo", "umoci": "umoci"}
+_repo_counter = itertools.count()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker, binary in _MARKER_BINARIES.items():
+        if item.get_closest_marker(marker) is not None and shutil.which(binary) is None:
+            pytest.skip(f"{binary} is not installed (test is marked {marker!r})")
+
+
+@pytest.fixture(scope="session")
+def test_ca() -> CertificateAuthority:
+    return CertificateAuthority()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """The plain-HTTP registry every test shares; push under ``repo_name`` to stay isolated."""
+    reg = Registry(tmp_path_factory.mktemp("registry"))
+    reg.start()
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture
+def registry_factory(tmp_path: Path, test_ca: CertificateAuthority) -> Iterator[RegistryFactory]:
+    """Start variants per test; all are stopped when the test ends."""
+    factory = RegistryFactory(tmp_path / "registries", test_ca)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="session")
+def registry_content(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> SampleContent:
+    """Sample content pushed once per session into ``registry`` (read-only: don't delete)."""
+    return seed_sample_content(tmp_path_factory.mktemp("sample-layout"), registry)
+
+
+@pytest.fixture
+def fault_proxy(registry: Registry) -> Iterator[FaultProxy]:
+    with FaultProxy(registry.host_port) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def oci_builder(tmp_path: Path) -> Callable[..., LayoutBuilder]:
+    """``oci_builder(name="layout", seed=0)``: a ``LayoutBuilder`` at ``tmp_path/name``."""
+
+    def make(name: str = "layout", seed: int | str = 0) -> LayoutBuilder:
+        return LayoutBuilder(tmp_path / name, seed=seed)
+
+    return make
+
+
+@pytest.fixture
+def repo_name(request: pytest.FixtureRequest) -> str:
+    """``tests/<test name>-<n>``: lower-case and valid as a repository path component."""
+    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:60] or "t"
+    return f"tests/{stem}-{next(_repo_counter)}"
+
+
+@pytest.fixture
+def tmp_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty directory for a hybridstore cache, exported as ``HYBRIDSTORE_CACHE_DIR``."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("HYBRIDSTORE_CACHE_DIR", str(cache))
+    return cache
+
+
+@pytest.fixture(scope="session")
+def skopeo_bin() -> str:
+    return require_binary("skopeo")
+
+
+@pytest.fixture(scope="session")
+def umoci_bin() -> str:
+    return require_binary("umoci")

@@ -1,0 +1,42 @@
+"""Pure helpers of the registry transport (no network)."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import pytest
+
+from hybridstore.remote.transport import is_local_host, retry_after_seconds
+
+
+@pytest.mark.parametrize(
+    ("host", "local"),
+    [
+        ("localhost", True),
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("[::1]", True),
+        ("169.254.169.254", True),
+        ("registry.example.com", False),
+        ("10.0.0.1", False),
+        ("8.8.8.8", False),
+    ],
+)
+def test_is_local_host(host: str, local: bool) -> None:
+    assert is_local_host(host) is local
+
+
+def test_retry_after_seconds_and_cap() -> None:
+    assert retry_after_seconds("2", cap=10) == 2
+    assert retry_after_seconds("120", cap=10) == 10
+    assert retry_after_seconds(None, cap=10) is None
+    assert retry_after_seconds("soon", cap=10) is None
+
+
+def test_retry_after_http_date() -> None:
+    when = email.utils.formatdate(time.time() + 5, usegmt=True)
+    got = retry_after_seconds(when, cap=10)
+    assert got is not None and 0 < got <= 6
+    past = email.utils.formatdate(time.time() - 100, usegmt=True)
+    assert retry_after_seconds(past, cap=10) == 0
