@@ -390,7 +390,12 @@ class BlobCache:
             return False
         if size is None or st.st_size == size:
             return True
-        actual = self.hash_file(path, digest.algorithm)
+        try:
+            actual = self.hash_file(path, digest.algorithm)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise storage_error(e, "read", path, _CACHE_HINT) from e
         if actual != digest:
             self.set_aside(path, st, f"hashes to {actual}")
         else:
@@ -599,8 +604,7 @@ class BlobCache:
         try:
             if resumable:
                 work = self.partial_path(digest)
-                flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-                fd = os.open(work, flags, 0o644)
+                fd = _open_partial(work)
             else:
                 prefix = f"{self._ingest_name(digest)}."
                 fd, name = tempfile.mkstemp(dir=self.ingest_dir, prefix=prefix, suffix=".tmp")
@@ -755,6 +759,28 @@ class BlobCache:
             grace=grace,
             dry_run=dry_run,
         )
+
+
+def _open_partial(path: Path) -> int:
+    """Open (or create) a resumable partial for writing; only under its digest's lock.
+
+    A partial that is not a plain single-link file is discarded rather than
+    written: a holder killed between ``link`` and ``unlink`` leaves the partial
+    as a second name of the published blob, and writing it would change that
+    blob (and every layout linking it). One killed after ``fchmod 0444`` is
+    made writable again (we own it).
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return os.open(path, flags | os.O_EXCL, 0o644)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+        os.unlink(path)
+        return os.open(path, flags | os.O_EXCL, 0o644)
+    if False:
+        os.chmod(path, 0o644)
+    return os.open(path, flags, 0o644)
 
 
 def _read_chunks(stream: IO[bytes]) -> Iterator[bytes]:

@@ -13,9 +13,12 @@ import base64
 import json
 import logging
 import os
+import pty
+import select
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -295,7 +298,9 @@ def new_auth(
     )
 
 
-def send(auth: Authenticator, url: str, scope: str, method: str = "GET") -> requests.Response:
+def send(
+    auth: Authenticator, url: str, scope: str, method: str = "GET", verify: bool | str = True
+) -> requests.Response:
     """What the transport does: cached header, one re-auth after a 401."""
     session = requests.Session()
     header = auth.header_for(scope)
@@ -304,12 +309,12 @@ def send(auth: Authenticator, url: str, scope: str, method: str = "GET") -> requ
         url,
         headers={"Authorization": header} if header else {},
         timeout=10,
-        verify=auth._verify,
+        verify=verify,
     )
     if resp.status_code == 401:
         header = auth.on_unauthorized(resp, scope)
         resp = session.request(
-            method, url, headers={"Authorization": header}, timeout=10, verify=auth._verify
+            method, url, headers={"Authorization": header}, timeout=10, verify=verify
         )
     return resp
 
@@ -508,7 +513,7 @@ def test_realm_downgrade_is_refused(tls_registry_http_realm: TokenEnv) -> None:
         )
     auth = new_auth(env.registry, None)
     with pytest.raises(AuthError, match="credentials are never sent over plain http"):
-        send(auth, tags_url(env.registry), repository_scope("x/y"))
+        send(auth, tags_url(env.registry), repository_scope("x/y"), verify=env.registry.verify)
     assert env.tokens.requests == []
 
 
@@ -860,6 +865,47 @@ def test_cli_login_debug_failure_has_no_secret(tmp_path: Path, tokens: TokenEnv)
     )
     assert res.returncode != 0 and "AuthError" in res.stderr  # --debug shows the traceback
     assert ALICE_PW not in res.stdout + res.stderr
+
+
+def _expect(fd: int, text: str, seen: bytearray, timeout: float = 30) -> None:
+    """Read the terminal until ``text`` shows up (bounded by ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while text.encode() not in seen:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise AssertionError(f"no {text!r} on the terminal; got {bytes(seen)!r}")
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            chunk = b""
+        if not chunk:
+            raise AssertionError(f"terminal closed before {text!r}; got {bytes(seen)!r}")
+        seen += chunk
+
+
+def test_cli_login_prompts_on_a_terminal(tmp_path: Path, basic_registry: Registry) -> None:
+    """On a TTY, login asks for the user name and the password (not echoed)."""
+    host = basic_registry.host_port
+    env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_CONFIG", "REGISTRY_AUTH_FILE")}
+    env["HOME"] = str(tmp_path)
+    argv = [str(Path(sys.executable).parent / "hybridstore"), "login", host, "--plain-http"]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a session leader whose controlling terminal is the pty
+        os.execve(argv[0], argv, env)
+    seen = bytearray()
+    try:
+        _expect(fd, "Username:", seen)
+        os.write(fd, b"alice\n")
+        _expect(fd, "Password:", seen)
+        os.write(fd, ALICE_PW.encode() + b"\n")
+        _expect(fd, "Login succeeded", seen)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert ALICE_PW.encode() not in seen  # hidden input
+    doc = json.loads((tmp_path / ".docker" / "config.json").read_text())
+    assert base64.b64decode(doc["auths"][host]["auth"]).decode() == f"alice:{ALICE_PW}"
 
 
 @pytest.mark.parametrize(

@@ -99,8 +99,10 @@ def test_first_use_writes_layout_files(tmp_path: Path) -> None:
     assert not root.exists()
     cache.ingest_bytes(Digest.of_bytes(b"x"), b"x")
     assert json.loads((root / LAYOUT_FILE).read_text()) == {"cacheLayoutVersion": 1}
-    assert (root / "CACHEDIR.TAG").read_bytes().startswith(
-        b"Signature: 8a477f597d28d172789f06886806bc55"
+    assert (
+        (root / "CACHEDIR.TAG")
+        .read_bytes()
+        .startswith(b"Signature: 8a477f597d28d172789f06886806bc55")
     )
     assert (root / ".gitignore").read_text().strip() == "*"
     assert (root / "ingest").is_dir()
@@ -157,7 +159,12 @@ def test_ingest_publishes_read_only_verified_blob(tmp_path: Path) -> None:
     d = Digest.of_bytes(data)
     source = RecordingSource(data, chunk=100_000)
     r = cache.ingest(d, len(data), source)
-    assert (r.fetched, r.size, r.bytes_transferred, r.resumed_from) == (True, len(data), len(data), 0)
+    assert (r.fetched, r.size, r.bytes_transferred, r.resumed_from) == (
+        True,
+        len(data),
+        len(data),
+        0,
+    )
     assert r.path == cache.path(d) and r.path.read_bytes() == data
     st = r.path.stat()
     assert stat.S_IMODE(st.st_mode) == 0o444 and st.st_nlink == 1

@@ -63,7 +63,9 @@ def test_info(populated: tuple[Path, list[Digest]]) -> None:
 
 
 def test_info_uses_env_when_no_option(tmp_path: Path) -> None:
-    r = CliRunner().invoke(cli, ["cache", "info", "--json"], env={"HYBRIDSTORE_CACHE_DIR": str(tmp_path)})
+    r = CliRunner().invoke(
+        cli, ["cache", "info", "--json"], env={"HYBRIDSTORE_CACHE_DIR": str(tmp_path)}
+    )
     assert r.exit_code == 0 and json.loads(r.output)["root"] == str(tmp_path)
     assert json.loads(r.output)["exists"] is True and json.loads(r.output)["blob_count"] == 0
 
@@ -137,7 +139,9 @@ def test_prune_rejects_bad_values(populated: tuple[Path, list[Digest]]) -> None:
     root, _ = populated
     r = CliRunner().invoke(cli, ["--cache", str(root), "cache", "prune", "--older-than", "soon"])
     assert r.exit_code == 2 and "not a duration" in r.output
-    r = CliRunner().invoke(cli, ["--cache", str(root), "cache", "prune", "--max-size", "10 parsecs"])
+    r = CliRunner().invoke(
+        cli, ["--cache", str(root), "cache", "prune", "--max-size", "10 parsecs"]
+    )
     assert r.exit_code == 2 and "not a size" in r.output
 
 

@@ -89,7 +89,9 @@ def test_unlinked_keeps_blobs_a_layout_links(tmp_path: Path) -> None:
     assert (tmp_path / "layout-blob").read_bytes() == seeded_bytes("linked", 10_000)
 
 
-def test_blob_used_after_planning_is_not_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_blob_used_after_planning_is_not_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import hybridstore.cache_admin as admin
 
     cache = BlobCache(tmp_path)
@@ -201,7 +203,9 @@ def test_verify_finds_and_repairs_corrupt_blobs(tmp_path: Path) -> None:
     repaired = cache.verify(repair=True)
     assert repaired.ok and repaired.corrupt[0].quarantined_to is not None
     assert not path.exists() and present(cache) == {good}
-    assert repaired.corrupt[0].quarantined_to.read_bytes() == (tmp_path / "layout-copy").read_bytes()
+    assert (
+        repaired.corrupt[0].quarantined_to.read_bytes() == (tmp_path / "layout-copy").read_bytes()
+    )
     assert cache.verify().ok
 
 

@@ -287,18 +287,19 @@ def cmd_ingest_loop(root: str, stop_file: str, hot: str) -> None:
             return
 
 
-def cmd_ingest_as_nobody(root: str) -> None:
-    """Drop root, then try to ingest: the cache directory is not writable for us."""
+def cmd_ingest_as_nobody(root: str, src: str = "") -> None:
+    """Drop from root to nobody, then ingest ``src`` (or a few bytes) into ``root``."""
     cache = BlobCache(root)
-    data = b"hello"
+    data = Path(src).read_bytes() if src else b"hello"
     os.setgroups([])
     os.setgid(65534)
     os.setuid(65534)
     try:
-        cache.ingest_bytes(Digest.of_bytes(data), data)
-        _say(json.dumps({"error": None}))
+        r = cache.ingest_bytes(Digest.of_bytes(data), data)
+        _say(json.dumps({"error": None, "bytes_transferred": r.bytes_transferred}))
     except HybridstoreError as e:
-        _say(json.dumps({"error": type(e).__name__, "message": str(e), "errno": getattr(e, "errno", None)}))
+        errno_ = getattr(e, "errno", None)
+        _say(json.dumps({"error": type(e).__name__, "message": str(e), "errno": errno_}))
 
 
 COMMANDS = {

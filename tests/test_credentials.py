@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import base64
 import json
-import multiprocessing
 import os
 import stat
+import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -453,41 +454,43 @@ def test_failed_write_leaves_the_old_file(env: Env) -> None:
     assert sorted(p.name for p in env.docker_config.parent.iterdir()) == ["config.json"]
 
 
-def _save_many(home: str, start: int, count: int) -> None:
-    os.environ["HOME"] = home
-    os.environ.pop("XDG_RUNTIME_DIR", None)
-    for i in range(start, start + count):
-        save_credential(f"reg{i}.example", Credential(f"user{i}", f"pw{i}"))
-
-
-def _read_loop(path: str, stop: Any, bad: Any) -> None:
-    while not stop.is_set():
-        try:
-            with open(path) as f:
-                json.load(f)
-        except FileNotFoundError:
-            continue
-        except ValueError:
-            bad.value += 1
+_WRITER = """
+import sys
+from hybridstore.remote.credentials import Credential, save_credential
+start, count = int(sys.argv[1]), int(sys.argv[2])
+for i in range(start, start + count):
+    save_credential(f"reg{i}.example", Credential(f"user{i}", f"pw{i}"))
+"""
 
 
 def test_concurrent_saves_are_atomic_and_lose_nothing(env: Env) -> None:
     """Four processes log in to 40 registries while a reader parses the file: every
     read sees whole JSON, and the lock keeps every entry."""
-    ctx = multiprocessing.get_context("fork")
     env.write(env.docker_config, {"auths": {}})
-    stop, bad = ctx.Event(), ctx.Value("i", 0)
-    reader = ctx.Process(target=_read_loop, args=(str(env.docker_config), stop, bad))
-    reader.start()
-    writers = [ctx.Process(target=_save_many, args=(str(env.home), i * 10, 10)) for i in range(4)]
-    for w in writers:
-        w.start()
-    for w in writers:
-        w.join(60)
+    stop = threading.Event()
+    reads = {"ok": 0, "bad": 0}
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                json.loads(env.docker_config.read_bytes())
+                reads["ok"] += 1
+            except ValueError:
+                reads["bad"] += 1
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    child_env = {**os.environ, "HOME": str(env.home)}
+    child_env.pop("XDG_RUNTIME_DIR", None)
+    writers = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(i * 10), "10"], env=child_env)
+        for i in range(4)
+    ]
+    codes = [w.wait(60) for w in writers]
     stop.set()
-    reader.join(10)
-    assert [w.exitcode for w in writers] == [0, 0, 0, 0]
-    assert bad.value == 0
+    thread.join(10)
+    assert codes == [0, 0, 0, 0]
+    assert reads["bad"] == 0 and reads["ok"] > 0
     auths = json.loads(env.docker_config.read_text())["auths"]
     assert sorted(auths) == sorted(f"reg{i}.example" for i in range(40))
     assert mode(env.docker_config) == 0o600

@@ -393,7 +393,11 @@ class Authenticator:
 
     @property
     def _secrets(self) -> tuple[str, ...]:
-        return self._credential.secrets() if self._credential else ()
+        cred = self._credential
+        if cred is None:
+            return ()
+        encoded = base64.b64encode(f"{cred.username}:{cred.password}".encode()).decode()
+        return (*cred.secrets(), encoded)
 
     def header_for(self, scope: str) -> str | None:
         """The Authorization value to send for ``scope`` now, or None to go without."""
@@ -427,7 +431,7 @@ class Authenticator:
 
     def error_for(self, response: requests.Response, scope: str) -> AuthError:
         """A clear error for a request that still fails with 401/403 after re-auth."""
-        ch = next((c for c in parse_challenges(response.headers.get("WWW-Authenticate", ""))), None)
+        ch = next(iter(parse_challenges(response.headers.get("WWW-Authenticate", ""))), None)
         insufficient = ch is not None and ch.params.get("error") == "insufficient_scope"
         if insufficient or response.status_code == 403:
             wanted = " ".join(merge_scopes((ch.params.get("scope") if ch else None) or scope))
