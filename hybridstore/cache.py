@@ -778,7 +778,7 @@ def _open_partial(path: Path) -> int:
     if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
         os.unlink(path)
         return os.open(path, flags | os.O_EXCL, 0o644)
-    if False:
+    if not st.st_mode & stat.S_IWUSR:
         os.chmod(path, 0o644)
     return os.open(path, flags, 0o644)
 

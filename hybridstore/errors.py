@@ -10,6 +10,8 @@ The CLI maps each class to a documented exit code (``exit_code``) and prints
     |   +-- InvalidReferenceError
     |   +-- InvalidDocumentError
     |   +-- UnsupportedMediaTypeError
+    |   +-- InvalidArchiveError
+    |   +-- UnsafePathError
     +-- IntegrityError                           exit 3
     |   +-- DigestMismatchError
     |   +-- SizeMismatchError
@@ -35,6 +37,7 @@ __all__ = [
     "HybridstoreError",
     "IntegrityError",
     "InvalidDigestError",
+    "InvalidArchiveError",
     "InvalidDocumentError",
     "InvalidInputError",
     "InvalidReferenceError",
@@ -47,6 +50,7 @@ __all__ = [
     "StorageError",
     "UnsupportedAlgorithmError",
     "UnsupportedMediaTypeError",
+    "UnsafePathError",
 ]
 
 
@@ -146,3 +150,13 @@ class StorageError(HybridstoreError, OSError):
     """A filesystem operation on the cache or a layout failed (ENOSPC, EACCES, ...)."""
 
     exit_code = 11
+
+
+class InvalidArchiveError(InvalidInputError):
+    """A tar archive to import is malformed, unsafe (links, ``..``, devices), over a limit,
+    or incomplete."""
+
+
+class UnsafePathError(InvalidInputError):
+    """A name from content (a layer title, a chart name, a tar entry) would write outside
+    the output directory or through a symlink."""

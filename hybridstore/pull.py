@@ -21,36 +21,15 @@ from .layout import OCILayout
 from .linking import LinkMode
 from .model import Platform
 from .reference import Reference
-from .remote.credentials import Credential, resolve_credential
-from .remote.repository import DEFAULT_MANIFEST_LIMIT, Repository
-from .remote.transport import RegistryTransport, TransportOptions, new_session
-from .transfer import Progress, PullOptions, PullResult, pull_graph
+from .remote.clients import RegistryClients
+from .remote.credentials import Credential
+from .remote.repository import DEFAULT_MANIFEST_LIMIT
+from .remote.transport import TransportOptions
+from .transfer import CopyOptions, CopyResult, Progress, pull_graph
 
 __all__ = ["pull", "pull_many", "RegistryClients"]
 
-
-class RegistryClients:
-    """One pooled session and one transport (with its token cache) per registry."""
-
-    def __init__(self, options: TransportOptions, credential: Credential | None = None) -> None:
-        self.options = options
-        self.session = new_session(options)
-        self.credential = credential
-        self._transports: dict[str, RegistryTransport] = {}
-
-    def repository(
-        self, ref: Reference, manifest_limit: int = DEFAULT_MANIFEST_LIMIT
-    ) -> Repository:
-        host = ref.endpoint_host
-        transport = self._transports.get(host)
-        if transport is None:
-            cred = self.credential or resolve_credential(ref.registry)
-            transport = RegistryTransport(host, self.options, session=self.session, credential=cred)
-            self._transports[host] = transport
-        return Repository(transport, ref.repository, manifest_limit=manifest_limit)
-
-    def close(self) -> None:
-        self.session.close()
+PullResult = CopyResult
 
 
 @dataclass(frozen=True)
@@ -82,6 +61,8 @@ def pull_many(
     ref_name: str | None = None,
     link_mode: LinkMode | str | None = None,
     include_nondistributable: bool = False,
+    include_referrers: bool = False,
+    referrer_types: Sequence[str] = (),
     transport: TransportOptions | None = None,
     credential: Credential | None = None,
     manifest_limit: int = DEFAULT_MANIFEST_LIMIT,
@@ -90,16 +71,20 @@ def pull_many(
     """Pull each reference into ``layout`` through the shared ``cache``.
 
     All references share one connection pool and one worker pool. ``ref_name``
-    only makes sense with a single reference.
+    only makes sense with a single reference. ``include_referrers`` also pulls
+    what is attached to the content through ``subject`` (signatures, SBOMs),
+    optionally only of ``referrer_types``.
     """
     parsed = [Reference.parse(r) for r in refs]
     target = _target(layout, cache, link_mode)
-    options = PullOptions(
+    options = CopyOptions(
         platforms=tuple(p if isinstance(p, Platform) else Platform.parse(p) for p in platforms),
         all_platforms=all_platforms,
         concurrency=concurrency,
         include_nondistributable=include_nondistributable,
         ref_name=ref_name,
+        include_referrers=include_referrers,
+        referrer_types=tuple(referrer_types),
     )
     clients = RegistryClients(transport or TransportOptions(), credential)
     try:

@@ -1,63 +1,87 @@
-"""The graph copy engine: registry -> shared cache -> cache-backed layout.
+"""The graph copy engine: one walk for pull, push and copy.
 
-Walks a manifest graph (index -> selected manifests -> config and layers),
-fetches only what the cache lacks (every blob through the cache's
-single-flight, verifying writer), links everything into the layout, and tags
-last: ``index.json`` is the completion marker, so an interrupted pull leaves no
-ref pointing at an incomplete graph.
+``copy_graph(src, ref, dst)`` resolves ``ref`` at the source, walks the
+manifest graph (index -> selected manifests -> config and layers; with
+``include_referrers`` also every manifest attached through ``subject``,
+recursively), moves the blobs the destination lacks concurrently, then stores
+the documents children first and the root last under its name. Whatever the
+pair (registry -> layout is a pull, layout -> registry a push, registry ->
+registry or layout -> layout a copy), documents are moved as their exact
+bytes, so every digest is preserved on every hop.
+
+Platforms: a layout keeps an index with only the chosen children (pull
+semantics: default the host platform, ``--all-platforms`` for all). A registry
+must hold every child of an index it stores, so a copy into a registry takes
+the whole index by default, and ``--platform`` picks one child manifest that
+then becomes the target itself (as ``oras copy --platform`` does).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import mediatypes as mt
 from .cache import BlobCache
-from .errors import NotFoundError
+from .endpoints.base import BlobOutcome, Destination, Progress, Source
+from .endpoints.layout import LayoutDestination
+from .endpoints.registry import RegistrySource
+from .errors import InvalidInputError, NotFoundError
 from .layout import OCILayout
-from .linking import LinkMode
 from .model import Descriptor, Index, Manifest, Platform, host_platform, parse_document
 from .reference import Reference
 from .remote.repository import Repository
 
-__all__ = ["PullOptions", "PullResult", "BlobOutcome", "Progress", "pull_graph"]
+__all__ = [
+    "BlobOutcome",
+    "CopyOptions",
+    "CopyResult",
+    "Progress",
+    "PullOptions",
+    "PullResult",
+    "copy_graph",
+    "pull_graph",
+    "select_platforms",
+]
 
 log = logging.getLogger("hybridstore.transfer")
 
+_MAX_REFERRER_DOCUMENTS = 10_000  # a bound on attached content, against loops and floods
+
 
 @dataclass(frozen=True)
-class PullOptions:
+class CopyOptions:
     platforms: tuple[Platform, ...] = ()
-    """Wanted platforms of an image index; empty means the host platform."""
+    """Wanted platforms of an image index; empty means the host platform for layouts
+    and the whole index for registries."""
     all_platforms: bool = False
     concurrency: int = 8
     include_nondistributable: bool = False
     ref_name: str | None = None
+    include_referrers: bool = False
+    referrer_types: tuple[str, ...] = ()
+    """With ``include_referrers``: only referrers of these artifact types (all if empty)."""
 
 
-@dataclass(frozen=True)
-class BlobOutcome:
-    digest: str
-    size: int
-    media_type: str
-    fetched: bool
-    bytes_transferred: int
-    link_mode: str
+PullOptions = CopyOptions
 
 
 @dataclass
-class PullResult:
+class CopyResult:
     reference: str
     ref_name: str
     digest: str
     media_type: str
     size: int
     blobs: list[BlobOutcome] = field(default_factory=list)
+    referrers: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+    def _count(self, action: str) -> int:
+        return sum(1 for b in self.blobs if b.action == action)
 
     @property
     def fetched(self) -> int:
@@ -68,12 +92,24 @@ class PullResult:
         return sum(1 for b in self.blobs if not b.fetched)
 
     @property
+    def uploaded(self) -> int:
+        return self._count("uploaded")
+
+    @property
+    def mounted(self) -> int:
+        return self._count("mounted")
+
+    @property
+    def present(self) -> int:
+        return self._count("present")
+
+    @property
     def bytes_transferred(self) -> int:
         return sum(b.bytes_transferred for b in self.blobs)
 
     @property
     def link_modes(self) -> list[str]:
-        return sorted({b.link_mode for b in self.blobs})
+        return sorted({b.link_mode for b in self.blobs if b.link_mode})
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -84,25 +120,18 @@ class PullResult:
             "size": self.size,
             "blobs_fetched": self.fetched,
             "blobs_reused": self.reused,
+            "blobs_uploaded": self.uploaded,
+            "blobs_mounted": self.mounted,
+            "blobs_present": self.present,
             "bytes_transferred": self.bytes_transferred,
             "link_modes": self.link_modes,
+            "referrers": list(self.referrers),
             "seconds": round(self.seconds, 3),
             "blobs": [b.__dict__ for b in self.blobs],
         }
 
 
-class Progress:
-    """Progress events; the CLI subclasses this to draw bars. Methods may be
-    called from worker threads."""
-
-    def start(self, desc: Descriptor) -> None:
-        """A blob is about to be fetched from the network."""
-
-    def advance(self, desc: Descriptor, nbytes: int) -> None:
-        """``nbytes`` more bytes of ``desc`` arrived."""
-
-    def done(self, desc: Descriptor, outcome: BlobOutcome) -> None:
-        """``desc`` is in the cache and linked into the layout."""
+PullResult = CopyResult
 
 
 def pull_graph(
@@ -110,157 +139,171 @@ def pull_graph(
     ref: Reference,
     cache: BlobCache,
     layout: OCILayout,
-    options: PullOptions,
+    options: CopyOptions,
     progress: Progress | None = None,
     pool: ThreadPoolExecutor | None = None,
-) -> PullResult:
+) -> CopyResult:
     """Pull ``ref`` from ``repo`` into ``layout`` through ``cache``; tag it last."""
+    dst = LayoutDestination(layout, cache, options.ref_name or str(ref))
+    return copy_graph(
+        RegistrySource(repo, cache),
+        ref.reference,
+        dst,
+        options,
+        progress,
+        pool,
+        reference=str(ref),
+    )
+
+
+@dataclass
+class _Node:
+    desc: Descriptor
+    raw: bytes
+    doc: Manifest | Index
+
+
+@dataclass
+class _Plan:
+    documents: list[_Node] = field(default_factory=list)  # parents before children
+    referrers: list[_Node] = field(default_factory=list)  # each referrer before its children
+    blobs: dict[str, Descriptor] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+
+
+def copy_graph(
+    src: Source,
+    ref: str,
+    dst: Destination,
+    options: CopyOptions,
+    progress: Progress | None = None,
+    pool: ThreadPoolExecutor | None = None,
+    *,
+    reference: str | None = None,
+) -> CopyResult:
+    """Copy what ``ref`` names at ``src`` to ``dst`` (see the module docstring)."""
     started = time.monotonic()
     progress = progress or Progress()
-    root = repo.resolve(ref.reference)
-    walker = _GraphWalker(repo, cache, layout, options, progress)
-    manifests, blobs = walker.walk(root)
-    ref_name = options.ref_name or str(ref)
-    result = PullResult(str(ref), ref_name, str(root.digest), root.media_type, root.size)
+    root = src.resolve(ref)
+    if not dst.keeps_partial_index and mt.is_index(root.media_type):
+        root = _registry_root(src, root, options)
+    plan = _Plan()
+    _walk(src, root, plan, plan.documents, options, dst.keeps_partial_index)
+    if options.include_referrers:
+        _walk_referrers(src, plan, options, dst.keeps_partial_index)
+    result = CopyResult(
+        reference or f"{src.description}:{ref}",
+        dst.name,
+        str(root.digest),
+        root.media_type,
+        root.size,
+    )
     own_pool = pool is None
     pool = pool or ThreadPoolExecutor(max_workers=max(1, options.concurrency))
     try:
-        result.blobs.extend(pool.map(walker.transfer_blob, blobs))
+        result.blobs.extend(pool.map(lambda d: dst.put_blob(d, src, progress), plan.blobs.values()))
     finally:
         if own_pool:
             pool.shutdown(wait=True)
-    # Manifests are linked children first, so every linked document is complete.
-    for desc in reversed(manifests):
-        result.blobs.append(walker.link_document(desc))
-    layout.tag(root, ref_name)
+    # Children before parents, so every stored document is complete; referrers
+    # before the root, whose naming is the last step.
+    head, *children = plan.documents
+    for node in reversed(children):
+        result.blobs.append(dst.put_document(node.desc, node.raw, node.doc, src))
+    for node in reversed(plan.referrers):
+        result.blobs.append(dst.put_document(node.desc, node.raw, node.doc, src))
+        if node.doc.subject is not None:
+            result.referrers.append(str(node.desc.digest))
+    result.blobs.append(dst.put_root(head.desc, head.raw, head.doc, src))
     result.seconds = time.monotonic() - started
     return result
 
 
-class _GraphWalker:
-    def __init__(
-        self,
-        repo: Repository,
-        cache: BlobCache,
-        layout: OCILayout,
-        options: PullOptions,
-        progress: Progress,
-    ) -> None:
-        self.repo = repo
-        self.cache = cache
-        self.layout = layout
-        self.options = options
-        self.progress = progress
-        self.fetched_documents: set[str] = set()
-
-    def walk(self, root: Descriptor) -> tuple[list[Descriptor], list[Descriptor]]:
-        """Manifests (root first) and unique blobs (config + layers) to transfer."""
-        manifests: list[Descriptor] = []
-        blobs: dict[str, Descriptor] = {}
-        stack = [root]
-        while stack:
-            desc = stack.pop()
-            if any(m.digest == desc.digest for m in manifests):
-                continue
-            manifests.append(desc)
-            doc = parse_document(self.document_bytes(desc), desc.media_type)
-            if isinstance(doc, Index):
-                stack.extend(reversed(self.select(doc)))
-            else:
-                for child in _image_blobs(doc, self.options.include_nondistributable):
-                    blobs.setdefault(str(child.digest), child)
-        return manifests, list(blobs.values())
-
-    def document_bytes(self, desc: Descriptor) -> bytes:
-        """A manifest's exact bytes: from the cache when present, else the registry."""
-        if self.cache.exists(desc.digest, desc.size):
-            with self.cache.open(desc.digest) as f:
-                return f.read()
-        fetched = self.repo.fetch_manifest(str(desc.digest), expected=desc)
-        self.cache.ingest_bytes(desc.digest, fetched.raw)
-        self.fetched_documents.add(str(desc.digest))
-        return fetched.raw
-
-    def select(self, index: Index) -> list[Descriptor]:
-        """Children of an index to pull: all for artifacts or ``--all-platforms``."""
-        children = list(index.manifests)
-        with_platform = [d for d in children if d.platform is not None]
-        if self.options.all_platforms or not with_platform:
-            return children
-        wanted = self.options.platforms or (host_platform(),)
-        chosen = [
-            d for d in with_platform if any(w.matches(d.platform) for w in wanted if d.platform)
-        ]
-        if not chosen:
-            have = ", ".join(sorted({str(d.platform) for d in with_platform}))
-            want = ", ".join(str(w) for w in wanted)
-            raise NotFoundError(
-                f"no manifest for platform {want} in the index (available: {have}); "
-                "use --platform or --all-platforms"
-            )
-        return chosen
-
-    def transfer_blob(self, desc: Descriptor) -> BlobOutcome:
-        fetched, transferred = False, 0
-        for attempt in range(2):
-            if self.layout.exists(desc):
-                mode = "present"
-                break
-            if self.cache.exists(desc.digest, desc.size):
-                self.cache.touch(desc.digest)
-            else:
-                self.progress.start(desc)
-                res = self.cache.ingest(desc.digest, desc.size, self._source(desc))
-                fetched, transferred = fetched or res.fetched, transferred + res.bytes_transferred
-            try:
-                mode = _mode_name(self.layout.add_blob_from_cache(desc.digest, desc.size))
-                break
-            except NotFoundError:
-                # A concurrent `cache prune` removed it between ingest and link: fetch again.
-                if attempt:
-                    raise
-        outcome = BlobOutcome(
-            str(desc.digest), desc.size, desc.media_type, fetched, transferred, mode
+def _registry_root(src: Source, root: Descriptor, options: CopyOptions) -> Descriptor:
+    """For a registry destination: the whole index, or the one child ``--platform`` picks."""
+    if options.all_platforms or not options.platforms:
+        return root
+    doc = parse_document(src.document(root), root.media_type)
+    assert isinstance(doc, Index)
+    chosen = select_platforms(doc, options.platforms, all_platforms=False)
+    if len(chosen) != 1:
+        raise InvalidInputError(
+            f"--platform matched {len(chosen)} manifests; a registry destination takes one "
+            "platform (its manifest becomes the target) or the whole index (--all-platforms)"
         )
-        self.progress.done(desc, outcome)
-        return outcome
+    return chosen[0]
 
-    def link_document(self, desc: Descriptor) -> BlobOutcome:
-        if self.layout.exists(desc):
-            mode = "present"
+
+def _walk(
+    src: Source,
+    root: Descriptor,
+    plan: _Plan,
+    out: list[_Node],
+    options: CopyOptions,
+    partial: bool,
+) -> None:
+    """Add ``root``'s graph to ``plan``: documents to ``out`` (parents first), blobs once."""
+    stack = [root]
+    while stack:
+        desc = stack.pop()
+        key = str(desc.digest)
+        if key in plan.seen:
+            continue
+        plan.seen.add(key)
+        raw = src.document(desc)
+        doc = parse_document(raw, desc.media_type)
+        out.append(_Node(desc, raw, doc))
+        if isinstance(doc, Index):
+            if partial:
+                kids = select_platforms(doc, options.platforms, options.all_platforms)
+            else:
+                kids = list(doc.manifests)
+            stack.extend(reversed(kids))
         else:
-            if not self.cache.exists(desc.digest, desc.size):
-                self.document_bytes(desc)  # pruned meanwhile: fetch it again
-            mode = _mode_name(self.layout.add_blob_from_cache(desc.digest, desc.size))
-        fetched = str(desc.digest) in self.fetched_documents
-        return BlobOutcome(
-            str(desc.digest),
-            desc.size,
-            desc.media_type,
-            fetched,
-            desc.size if fetched else 0,
-            mode,
+            for child in _image_blobs(doc, options.include_nondistributable):
+                plan.blobs.setdefault(str(child.digest), child)
+
+
+def _walk_referrers(src: Source, plan: _Plan, options: CopyOptions, partial: bool) -> None:
+    """Add everything attached to the planned manifests through ``subject``, recursively."""
+    queue = [n.desc for n in plan.documents]
+    while queue:
+        subject = queue.pop(0)
+        for found in src.referrers(subject, options.referrer_types):
+            if str(found.digest) in plan.seen:
+                continue
+            if len(plan.seen) > _MAX_REFERRER_DOCUMENTS:
+                raise InvalidInputError(
+                    f"more than {_MAX_REFERRER_DOCUMENTS} documents with referrers; "
+                    "narrow them with --referrer-type"
+                )
+            before = len(plan.referrers)
+            _walk(src, found, plan, plan.referrers, options, partial)
+            queue.extend(n.desc for n in plan.referrers[before:])
+
+
+def select_platforms(
+    index: Index, wanted: Sequence[Platform], all_platforms: bool
+) -> list[Descriptor]:
+    """Children of an index to take: all for artifacts or ``all_platforms``, else those
+    matching ``wanted`` (default: the host platform)."""
+    children = list(index.manifests)
+    with_platform = [d for d in children if d.platform is not None]
+    if all_platforms or not with_platform:
+        return children
+    want = tuple(wanted) or (host_platform(),)
+    chosen = [d for d in with_platform if any(w.matches(d.platform) for w in want if d.platform)]
+    if not chosen:
+        have = ", ".join(sorted({str(d.platform) for d in with_platform}))
+        asked = ", ".join(str(w) for w in want)
+        raise NotFoundError(
+            f"no manifest for platform {asked} in the index (available: {have}); "
+            "use --platform or --all-platforms"
         )
-
-    def _source(self, desc: Descriptor) -> Callable[[int], tuple[int, Iterable[bytes]]]:
-        def source(offset: int) -> tuple[int, Iterable[bytes]]:
-            start, chunks = self.repo.open_blob(desc, offset)
-            return start, self._counted(desc, chunks)
-
-        return source
-
-    def _counted(self, desc: Descriptor, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        for c in chunks:
-            self.progress.advance(desc, len(c))
-            yield c
+    return chosen
 
 
-def _mode_name(mode: LinkMode | None) -> str:
-    """How a blob entered the layout; ``present`` when it was already there."""
-    return mode.value if mode is not None else "present"
-
-
-def _image_blobs(doc: Manifest, include_nondistributable: bool) -> Sequence[Descriptor]:
+def _image_blobs(doc: Manifest, include_nondistributable: bool) -> list[Descriptor]:
     out = []
     for child in doc.children():
         foreign = child.urls and child.media_type in mt.NON_DISTRIBUTABLE_LAYERS

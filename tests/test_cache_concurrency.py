@@ -20,6 +20,7 @@ from test_cache_support import (
     blob_files,
     expect_line,
     ingest_files,
+    reap,
     seeded_bytes,
     spawn,
     tell,
@@ -52,10 +53,9 @@ def test_eight_processes_fetch_one_blob_once(tmp_path: Path) -> None:
         assert sorted(said) == ["fetching"] + ["waiting"] * 7
         tell(procs[said.index("fetching")], "continue")
         results = [json.loads(expect_line(p, "{")) for p in procs]
+        assert [p.wait(timeout=60) for p in procs] == [0] * 8
     finally:
-        for p in procs:
-            p.wait()
-    assert [p.returncode for p in procs] == [0] * 8
+        reap(procs)
     records = [line.split() for line in counter.read_text().splitlines()]
     calls = [r for r in records if r[0] == "call"]
     reads = [r for r in records if r[0] == "read"]
@@ -252,6 +252,6 @@ def test_a_waiter_uses_the_blob_the_lock_holder_published(tmp_path: Path) -> Non
     finally:
         logger.removeHandler(handler)
         logger.setLevel(logging.NOTSET)
-        holder.wait()
+        reap([holder])
     assert results and not results[0].fetched and source.calls == []
     assert_only_verified_blobs(root)

@@ -20,6 +20,7 @@ from test_cache_support import (
     blob_files,
     expect_line,
     ingest_files,
+    reap,
     spawn,
     tell,
     write_blob_file,
@@ -206,13 +207,15 @@ def test_silently_succeeding_locks_still_publish_only_verified_blobs(tmp_path: P
     procs = [
         spawn("ingest-unlocked", str(root), str(digest), str(size), str(src), c) for c in corrupt_at
     ]
-    for p in procs:
-        expect_line(p, "ready")
-    for p in procs:
-        tell(p, "go")
-    results = [json.loads(expect_line(p, "{")) for p in procs]
-    for p in procs:
-        assert p.wait() == 0
+    try:
+        for p in procs:
+            expect_line(p, "ready")
+        for p in procs:
+            tell(p, "go")
+        results = [json.loads(expect_line(p, "{")) for p in procs]
+        assert [p.wait(timeout=60) for p in procs] == [0] * 4
+    finally:
+        reap(procs)
     for honest in (results[0], results[2]):
         assert honest.get("file_digest") == str(digest)
     for corrupt in (results[1], results[3]):
@@ -329,7 +332,7 @@ def test_lock_timeout_names_the_variable(
     finally:
         tell(holder, "release")
         expect_line(holder, "released")
-        holder.wait()
+        reap([holder])
     r = BlobCache(tmp_path).ingest(DIGEST, len(DATA), RecordingSource(DATA))
     assert r.fetched and r.path.read_bytes() == DATA
 

@@ -7,7 +7,15 @@ import time
 from pathlib import Path
 
 import pytest
-from test_cache_support import blob_files, expect_line, seeded_bytes, spawn, tell, tree_snapshot
+from test_cache_support import (
+    blob_files,
+    expect_line,
+    reap,
+    seeded_bytes,
+    spawn,
+    tell,
+    tree_snapshot,
+)
 
 from hybridstore.cache import BlobCache
 from hybridstore.digest import Digest
@@ -152,7 +160,7 @@ def test_a_partial_whose_lock_is_held_is_not_swept(tmp_path: Path) -> None:
     finally:
         tell(holder, "release")
         expect_line(holder, "released")
-        holder.wait()
+        reap([holder])
     assert cache.prune(grace=60).swept == (partial,)
 
 

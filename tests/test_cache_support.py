@@ -110,6 +110,14 @@ def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str
     )
 
 
+def reap(procs: list[subprocess.Popen[str]]) -> None:
+    """Kill workers still running (a failed test left them waiting for orders)."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
 def expect_line(proc: subprocess.Popen[str], prefix: str) -> str:
     assert proc.stdout is not None
     line = proc.stdout.readline()

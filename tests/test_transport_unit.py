@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from hybridstore.remote.transport import is_local_host, retry_after_seconds
+from hybridstore.remote.auth import is_local_host
+from hybridstore.remote.transport import retry_after_seconds
 
 
 @pytest.mark.parametrize(

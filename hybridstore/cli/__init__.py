@@ -28,7 +28,15 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "refs": ("hybridstore.cli.refs", "refs", "List the refs in a layout."),
     "tag": ("hybridstore.cli.refs", "tag", "Add a name for content in a layout."),
     "untag": ("hybridstore.cli.refs", "untag", "Remove a name from a layout."),
+    "push": ("hybridstore.cli.push", "push", "Push refs of a layout into a registry."),
+    "copy": ("hybridstore.cli.copy", "copy", "Copy between registries and layouts, digests kept."),
+    "inspect": ("hybridstore.cli.inspect", "inspect", "Show a manifest, its platforms or config."),
+    "extract": ("hybridstore.cli.extract", "extract", "Write an artifact's files or a chart .tgz."),
+    "referrers": ("hybridstore.cli.referrers", "referrers", "List signatures, SBOMs of a ref."),
     "cache": ("hybridstore.cli.cache", "cache", "Inspect, verify and prune the shared blob cache."),
+    "export": ("hybridstore.cli.archive", "export", "Write refs of a layout to one OCI tar."),
+    "import": ("hybridstore.cli.archive", "import_", "Import an OCI layout tar into a layout."),
+    "serve": ("hybridstore.cli.serve", "serve", "Serve layouts read-only over the OCI API."),
 }
 
 

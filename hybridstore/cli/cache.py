@@ -137,14 +137,16 @@ def du(opts: GlobalOptions, /, as_json: bool) -> None:
 def path(opts: GlobalOptions, /, digest: str | None, as_json: bool) -> None:
     """Print the cache directory, or the file of DIGEST's blob (exit 4 if absent)."""
     c = _open(opts)
-    if digest is None:
-        emit_json({"path": str(c.root)}) if as_json else click.echo(str(c.root))
-        return
-    d = Digest.parse(digest)
-    blob = c.path(d)
-    if not c.exists(d):
-        raise NotFoundError(f"{d} is not in the cache at {c.root}")
-    emit_json({"digest": str(d), "path": str(blob)}) if as_json else click.echo(str(blob))
+    found: dict[str, str] = {"path": str(c.root)}
+    if digest is not None:
+        d = Digest.parse(digest)
+        if not c.exists(d):
+            raise NotFoundError(f"{d} is not in the cache at {c.root}")
+        found = {"digest": str(d), "path": str(c.path(d))}
+    if as_json:
+        emit_json(found)
+    else:
+        click.echo(found["path"])
 
 
 @cache.command("verify")

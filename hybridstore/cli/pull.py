@@ -89,6 +89,18 @@ class RichProgress(Progress):
     help="Also fetch foreign/non-distributable layers (off by default).",
 )
 @click.option(
+    "--include-referrers",
+    is_flag=True,
+    help="Also pull what is attached through 'subject' (signatures, SBOMs).",
+)
+@click.option(
+    "--referrer-type",
+    "referrer_types",
+    multiple=True,
+    metavar="ARTIFACT_TYPE",
+    help="With --include-referrers: only these artifact types (repeatable).",
+)
+@click.option(
     "--max-manifest-size",
     default=4 * 1024 * 1024,
     show_default=True,
@@ -122,6 +134,8 @@ def pull(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
         ref_name=kw["ref_name"],
         link_mode=kw["link_mode"],
         include_nondistributable=kw["include_nondistributable"],
+        include_referrers=kw["include_referrers"] or bool(kw["referrer_types"]),
+        referrer_types=kw["referrer_types"],
         transport=transport,
         credential=credential,
         manifest_limit=kw["max_manifest_size"],

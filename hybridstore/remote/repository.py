@@ -1,9 +1,16 @@
-"""One repository on a registry: resolve and fetch manifests, stream blobs, list tags.
+"""One repository on a registry: resolve, fetch and put manifests, stream blobs,
+list tags and referrers.
 
 Every manifest is verified against the digest we asked for, or hashed from its
 bytes when fetched by tag (``Docker-Content-Digest`` is checked, never trusted
 instead). Blob streams count bytes, resume with ``Range`` after a dropped
 connection, and reject a ``Content-Range`` that does not start where we asked.
+
+Manifests are put with their exact bytes (a digest names bytes, so nothing is
+ever re-serialised) and their own media type as ``Content-Type``. Referrers come
+from the OCI 1.1 referrers API, or, on registries without it (a 404 there, as
+distribution 2.8 answers), from the ``<alg>-<encoded>`` tag-schema index. Blob
+uploads live in ``upload.py``.
 """
 
 from __future__ import annotations
@@ -11,14 +18,14 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from urllib.parse import urljoin
+from urllib.parse import quote, urljoin
 
 import requests
 
 from .. import mediatypes as mt
-from ..digest import Digest
+from ..digest import Digest, DigestVerifier
 from ..errors import (
     DigestMismatchError,
     InvalidDocumentError,
@@ -27,10 +34,11 @@ from ..errors import (
     RegistryError,
     SizeMismatchError,
 )
-from ..model import Descriptor
+from ..model import Descriptor, Index, parse_document
+from ..referrers import fallback_tag, filter_referrers, referrers_of_index
 from .transport import RegistryTransport
 
-__all__ = ["Repository", "FetchedManifest", "DEFAULT_MANIFEST_LIMIT"]
+__all__ = ["Repository", "FetchedManifest", "PutManifestResult", "DEFAULT_MANIFEST_LIMIT"]
 
 log = logging.getLogger("hybridstore.remote")
 
@@ -40,14 +48,25 @@ _MAX_RESUMES = 5
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
+_MAX_REFERRER_PAGES = 100
+
+
 @dataclass(frozen=True)
 class FetchedManifest:
     descriptor: Descriptor
     raw: bytes
 
 
+@dataclass(frozen=True)
+class PutManifestResult:
+    digest: Digest
+    subject_acknowledged: bool
+    """The registry answered ``OCI-Subject``: it indexes referrers itself (OCI 1.1)."""
+
+
 class Repository:
-    """``/v2/<name>/...`` on one registry."""
+    """``/v2/<name>/...`` on one registry. ``push=True`` asks for ``pull,push`` scope
+    on every request, so one token serves a whole push."""
 
     def __init__(
         self,
@@ -55,11 +74,16 @@ class Repository:
         name: str,
         *,
         manifest_limit: int = DEFAULT_MANIFEST_LIMIT,
+        push: bool = False,
     ) -> None:
         self.transport = transport
         self.name = name
         self.manifest_limit = manifest_limit
-        self.scope = f"repository:{name}:pull"
+        self.scope = f"repository:{name}:{'pull,push' if push else 'pull'}"
+        self._referrers_api: bool | None = None  # learnt on first use
+
+    def __repr__(self) -> str:
+        return f"Repository({self.transport.registry}/{self.name})"
 
     def _url(self, kind: str, reference: str) -> str:
         return self.transport.url(f"/v2/{self.name}/{kind}/{reference}")
@@ -131,7 +155,140 @@ class Repository:
         media_type = _document_media_type(raw, ctype, expected)
         return FetchedManifest(Descriptor(media_type, digest, len(raw)), raw)
 
+    def manifest_exists(self, desc: Descriptor) -> bool:
+        """Whether the registry holds the manifest ``desc`` names (HEAD by digest)."""
+        try:
+            resp = self.transport.send(
+                "HEAD",
+                self._url("manifests", str(desc.digest)),
+                scope=self.scope,
+                headers={"Accept": ", ".join(mt.MANIFEST_ACCEPT)},
+            )
+        except NotFoundError:
+            return False
+        resp.close()
+        return True
+
+    def put_manifest(self, desc: Descriptor, raw: bytes, reference: str) -> PutManifestResult:
+        """PUT the exact bytes ``raw`` of ``desc`` as ``reference`` (a tag or its digest)."""
+        actual = Digest.of_bytes(raw, desc.digest.algorithm)
+        if actual != desc.digest or len(raw) != desc.size:
+            raise DigestMismatchError(
+                f"refusing to push manifest {desc.digest}: its bytes hash to {actual} "
+                f"({len(raw)} bytes)"
+            )
+        resp = self.transport.send(
+            "PUT",
+            self._url("manifests", reference),
+            scope=self.scope,
+            headers={"Content-Type": desc.media_type},
+            body=lambda: raw,
+            follow_redirects=False,
+            ok=(200, 201, 202, 204, 413),
+        )
+        resp.close()
+        if resp.status_code == 413:
+            raise RegistryError(
+                f"registry {self.transport.registry} refused manifest {desc.digest} "
+                f"({len(raw)} bytes) as too large (413); the registry's manifest size limit "
+                "must be raised to push it"
+            )
+        header = resp.headers.get("Docker-Content-Digest")
+        if header and header.strip() != str(desc.digest):
+            raise DigestMismatchError(
+                f"registry {self.transport.registry} stored manifest {desc.digest} of "
+                f"{self.name} as {header.strip()}: it changed the bytes"
+            )
+        return PutManifestResult(desc.digest, "OCI-Subject" in resp.headers)
+
+    # -- referrers -----------------------------------------------------------
+
+    def referrers(self, subject: Digest, artifact_types: Sequence[str] = ()) -> list[Descriptor]:
+        """Manifests whose ``subject`` is ``subject`` (optionally of ``artifact_types``).
+
+        Uses the referrers API when the registry has it, else the tag-schema
+        fallback index; an unknown subject has no referrers, never an error.
+        """
+        if self._referrers_api is not False:
+            found = self._referrers_from_api(subject, artifact_types)
+            if found is not None:
+                self._referrers_api = True
+                return found
+            self._referrers_api = False
+        return filter_referrers(self.referrers_fallback(subject)[1], artifact_types)
+
+    def referrers_fallback(
+        self, subject: Digest
+    ) -> tuple[FetchedManifest | None, list[Descriptor]]:
+        """The tag-schema fallback index of ``subject`` (None if absent) and its entries."""
+        try:
+            fetched = self.fetch_manifest(fallback_tag(subject))
+        except NotFoundError:
+            return None, []
+        doc = parse_document(fetched.raw, fetched.descriptor.media_type)
+        if not isinstance(doc, Index):
+            raise InvalidDocumentError(
+                f"{self.name}:{fallback_tag(subject)} is the referrers fallback tag but "
+                "does not name an image index"
+            )
+        return fetched, referrers_of_index(doc)
+
+    def _referrers_from_api(
+        self, subject: Digest, artifact_types: Sequence[str]
+    ) -> list[Descriptor] | None:
+        """Referrers through ``GET /referrers/<digest>``; None when the API is absent."""
+        url = self._url("referrers", str(subject))
+        if len(artifact_types) == 1:
+            url += "?artifactType=" + quote(artifact_types[0], safe="")
+        out: list[Descriptor] = []
+        for _ in range(_MAX_REFERRER_PAGES):
+            resp = self.transport.send(
+                "GET",
+                url,
+                scope=self.scope,
+                headers={"Accept": mt.OCI_INDEX},
+                stream=True,
+                ok=(200, 404),
+            )
+            with resp:
+                if resp.status_code == 404:
+                    if out:
+                        raise RegistryError(f"referrers of {subject}: a later page was not found")
+                    return None
+                if _media_type(resp.headers.get("Content-Type")) != mt.OCI_INDEX:
+                    return None  # not the API (a catch-all page or proxy): use the fallback
+                raw = _read_capped(resp, self.manifest_limit, f"referrers of {subject}")
+            doc = parse_document(raw, mt.OCI_INDEX)
+            assert isinstance(doc, Index)
+            out.extend(referrers_of_index(doc))
+            nxt = resp.links.get("next", {}).get("url")
+            if not nxt:
+                # Filtered here as well: a registry that ignored ``artifactType`` says so
+                # only by omitting OCI-Filters-Applied, and filtering twice is harmless.
+                return filter_referrers(out, artifact_types)
+            url = urljoin(url, nxt)
+        raise RegistryError(
+            f"referrers listing of {subject} did not end after {_MAX_REFERRER_PAGES} pages"
+        )
+
     # -- blobs ---------------------------------------------------------------
+
+    def read_blob(self, desc: Descriptor, limit: int | None = None) -> bytes:
+        """A small blob (a config, a provenance file) in memory, digest-verified."""
+        cap = self.manifest_limit if limit is None else limit
+        if desc.size > cap:
+            raise InvalidDocumentError(
+                f"blob {desc.digest} is {desc.size} bytes, over the {cap}-byte limit for "
+                "reading into memory"
+            )
+        verifier = DigestVerifier(desc.digest, desc.size)
+        buf = bytearray()
+        _, chunks = self.open_blob(desc)
+        for chunk in chunks:
+            verifier.update(chunk)
+            buf += chunk
+        verifier.verify()
+        return bytes(buf)
 
     def open_blob(self, desc: Descriptor, offset: int = 0) -> tuple[int, Iterator[bytes]]:
         """A cache ``BlobSource``: stream ``desc`` from ``offset`` (or from 0 if the

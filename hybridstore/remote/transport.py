@@ -10,12 +10,11 @@ total time; a request whose body cannot be replayed is never retried.
 from __future__ import annotations
 
 import email.utils
-import ipaddress
 import json
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -23,13 +22,18 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
-from ..errors import AuthError, NetworkError, NotFoundError, RegistryError
-from .auth import Authenticator
+from ..errors import NetworkError, NotFoundError, RegistryError
+from .auth import Authenticator, is_local_host
 from .credentials import Credential
 
-__all__ = ["TransportOptions", "RegistryTransport", "is_local_host"]
+__all__ = ["TransportOptions", "RegistryTransport", "new_session", "retry_after_seconds"]
 
 log = logging.getLogger("hybridstore.remote")
+
+# A request body: bytes, or a sized stream (``__len__`` + iteration) that requests sends
+# with a Content-Length. ``send`` takes a callable making a fresh one per attempt, so a
+# retry replays the same bytes.
+Body = bytes | Iterable[bytes]
 
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _MAX_REDIRECTS = 10
@@ -54,18 +58,6 @@ class TransportOptions:
         if self.insecure:
             return False
         return self.ca_file or True
-
-
-def is_local_host(host: str) -> bool:
-    """Loopback, link-local or ``localhost`` (``host`` without port)."""
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return ip.is_loopback or ip.is_link_local or ip.is_unspecified
 
 
 def _hostname(netloc: str) -> str:
@@ -155,7 +147,7 @@ class RegistryTransport:
         scope: str,
         headers: Mapping[str, str] | None = None,
         stream: bool = False,
-        body: Callable[[], bytes | None] | None = None,
+        body: Callable[[], Body | None] | None = None,
         follow_redirects: bool = True,
         ok: tuple[int, ...] = (200,),
     ) -> requests.Response:
@@ -186,7 +178,7 @@ class RegistryTransport:
                 continue
             if resp.status_code in ok:
                 return resp
-            raise self._error(method, url, resp)
+            raise self._error(method, url, scope, resp)
 
     def _may_retry(self, attempt: int, deadline: float, replayable: bool) -> bool:
         return replayable and attempt < self.options.max_retries and time.monotonic() < deadline
@@ -197,17 +189,14 @@ class RegistryTransport:
             wait = base * (0.5 + random.random() / 2)  # jitter
         time.sleep(wait)
 
-    def _error(self, method: str, url: str, resp: requests.Response) -> Exception:
-        msg = registry_error_message(resp)
+    def _error(self, method: str, url: str, scope: str, resp: requests.Response) -> Exception:
         where = f"{method} {_redact(url)}"
         resp.close()
+        if resp.status_code in (401, 403):
+            return self.auth.error_for(resp, scope)
+        msg = registry_error_message(resp)
         if resp.status_code == 404:
             return NotFoundError(f"{where}: not found ({msg})")
-        if resp.status_code in (401, 403):
-            return AuthError(
-                f"{where}: access denied by {self.registry} ({msg}); "
-                f"check 'hybridstore login {self.registry}' and your permissions"
-            )
         return RegistryError(f"{where}: registry {self.registry} answered {msg}")
 
     def _send_authorized(
@@ -217,7 +206,7 @@ class RegistryTransport:
         scope: str,
         headers: Mapping[str, str],
         stream: bool,
-        body: Callable[[], bytes | None] | None,
+        body: Callable[[], Body | None] | None,
         follow_redirects: bool,
     ) -> requests.Response:
         auth_header = self.auth.header_for(scope)
@@ -242,7 +231,7 @@ class RegistryTransport:
         url: str,
         headers: Mapping[str, str],
         stream: bool,
-        body: Callable[[], bytes | None] | None,
+        body: Callable[[], Body | None] | None,
     ) -> requests.Response:
         log.debug("%s %s", method, _redact(url))
         return self.session.request(

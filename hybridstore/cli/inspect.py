@@ -1,0 +1,104 @@
+"""``hybridstore inspect REF`` / ``inspect --layout DIR NAME``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from .common import emit_json
+from .remote_options import credential_from, registry_options, transport_from
+
+__all__ = ["inspect"]
+
+
+@click.command()
+@click.argument("ref", required=False)
+@click.option(
+    "--layout",
+    "layout_dir",
+    type=click.Path(file_okay=False, exists=True),
+    help="Inspect the ref REF of this layout instead of a registry.",
+)
+@click.option("--raw", is_flag=True, help="Print the exact bytes (of the manifest, or --config).")
+@click.option("--config", "show_config", is_flag=True, help="Print the config blob.")
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Descend into an index's manifest.")
+@click.option("--json", "as_json", is_flag=True, help="Everything as one JSON object.")
+@click.option(
+    "--max-manifest-size",
+    default=4 << 20,
+    show_default=True,
+    type=click.IntRange(4 << 20),
+    help="Largest manifest accepted, in bytes.",
+)
+@registry_options
+def inspect(
+    ref: str | None,
+    layout_dir: str | None,
+    raw: bool,
+    show_config: bool,
+    platform: str | None,
+    as_json: bool,
+    max_manifest_size: int,
+    **kw: Any,
+) -> None:
+    """Show what REF names: descriptor, manifest, platforms, Helm chart name/version.
+
+    With --layout DIR, REF is a ref name in that layout (optional when it has one).
+    """
+    from ..inspect import inspect as inspect_call
+
+    if raw and as_json:
+        raise click.UsageError("--raw and --json exclude each other")
+    result = inspect_call(
+        ref,
+        layout=layout_dir,
+        platform=platform,
+        with_config=show_config,
+        transport=transport_from(kw),
+        credential=credential_from(kw),
+        manifest_limit=max_manifest_size,
+    )
+    if raw:
+        data = result.config if show_config else result.raw
+        assert data is not None
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    if as_json:
+        emit_json(result.to_json())
+        return
+    if show_config:
+        assert result.config is not None
+        click.echo(_pretty(result.config))
+        return
+    d = result.descriptor
+    rows = [
+        ("Reference", result.reference),
+        ("Digest", str(d.digest)),
+        ("Media type", d.media_type),
+        ("Size", str(d.size)),
+    ]
+    info = result.to_json()
+    if "artifactType" in info:
+        rows.append(("Artifact type", info["artifactType"]))
+    if result.platforms:
+        rows.append(("Platforms", ", ".join(result.platforms)))
+    if result.chart is not None:
+        c = result.chart
+        rows.append(("Helm chart", f"{c.name} {c.version}"))
+        if c.app_version:
+            rows.append(("App version", c.app_version))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        click.echo(f"{k + ':':<{width + 1}} {v}")
+    click.echo(_pretty(result.raw))
+
+
+def _pretty(data: bytes) -> str:
+    try:
+        return json.dumps(json.loads(data), indent=2, ensure_ascii=False)
+    except (ValueError, UnicodeDecodeError):
+        return data.decode("utf-8", "replace")

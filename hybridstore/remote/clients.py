@@ -1,0 +1,53 @@
+"""``RegistryClients``: one pooled session and one transport per registry for a command."""
+
+from __future__ import annotations
+
+from ..reference import Reference
+from .credentials import Credential, resolve_credential
+from .repository import DEFAULT_MANIFEST_LIMIT, Repository
+from .transport import RegistryTransport, TransportOptions, new_session
+
+__all__ = ["RegistryClients"]
+
+
+class RegistryClients:
+    """One pooled session and one transport (with its token cache) per registry.
+
+    Repositories on the same registry share a transport, which is what makes a
+    cross-repository mount possible (and lets tokens be reused).
+    """
+
+    def __init__(self, options: TransportOptions, credential: Credential | None = None) -> None:
+        self.options = options
+        self.session = new_session(options)
+        self.credential = credential
+        self._transports: dict[str, RegistryTransport] = {}
+
+    def transport(self, ref: Reference) -> RegistryTransport:
+        host = ref.endpoint_host
+        transport = self._transports.get(host)
+        if transport is None:
+            cred = self.credential or resolve_credential(ref.registry)
+            transport = RegistryTransport(host, self.options, session=self.session, credential=cred)
+            self._transports[host] = transport
+        return transport
+
+    def repository(
+        self,
+        ref: Reference,
+        manifest_limit: int = DEFAULT_MANIFEST_LIMIT,
+        *,
+        push: bool = False,
+    ) -> Repository:
+        return Repository(
+            self.transport(ref), ref.repository, manifest_limit=manifest_limit, push=push
+        )
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> RegistryClients:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,75 @@
+"""The benchmark harness (benchmarks/run.py) works end to end, at a tiny scale.
+
+Only that it runs, reports every row, and that the concurrency benchmark's
+request count holds: timing is never asserted (issue 8).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support import require_binary
+
+pytestmark = [pytest.mark.registry, pytest.mark.skopeo]
+
+REPO = Path(__file__).resolve().parents[1]
+PULL_ROWS = (
+    "hybridstore-cold",
+    "hybridstore-warm",
+    "skopeo",
+    "skopeo-shared-cold",
+    "skopeo-shared-warm",
+    "*limit: requests-4*",
+    "*limit: curl-files*",
+    "*limit: curl-Z4-files*",
+    "*limit: curl-files+fsync*",
+)
+CONCURRENCY_ROWS = ("hybridstore-x1-cold", "hybridstore-x8-cold", "hybridstore-x8-warm")
+
+
+def test_harness_writes_the_report_and_counts_one_get_per_blob(tmp_path: Path) -> None:
+    require_binary("curl")
+    require_binary("/usr/bin/time")
+    out = tmp_path / "results" / "latest.md"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "run.py"),
+            "--scale=0.0005",
+            "--runs=1",
+            "--warmup=0",
+            "--max-repeats=0",  # no timing is asserted, so a busy machine need not wait
+            "--workloads=chart,concurrent",
+            f"--out={out}",
+            f"--workdir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = out.read_text()
+    assert text.strip() == proc.stdout.strip()  # the same table is printed
+    for row in PULL_ROWS:
+        assert f"| chart | {row} | " in text, row
+    for row in CONCURRENCY_ROWS:
+        assert f"| {row} | " in text, row
+    assert "## Goals of issue 8" in text
+    assert "FAILED" not in text
+
+    data = json.loads(out.with_suffix(".json").read_text())
+    concurrent = next(w for w in data["workloads"] if w["name"] == "concurrent")
+    assert concurrent["blob_endpoints"] == 33  # 32 layers + config, behind /blobs/
+    rows = {(r["workload"], r["tool"]): r for r in data["rows"]}
+    for tool in ("hybridstore-x1-cold", "hybridstore-x8-cold"):
+        row = rows[("concurrent", tool)]
+        assert row["error"] is None, row["error"]
+        assert [r["blob_gets"] for r in row["requests"]] == [33], tool
+    warm = rows[("concurrent", "hybridstore-x8-warm")]
+    assert [r["blob_gets"] for r in warm["requests"]] == [0]
+    assert not list(tmp_path.glob("hybridstore-bench-*")), "work directory left behind"
