@@ -295,6 +295,7 @@ def _details(table: Table, wls: Sequence[Workload]) -> list[str]:
         "disk MiB (x unique)",
         "requests",
         "blob GETs",
+        "other CPU",
         "check",
     )
     for wl in wls:
@@ -353,6 +354,7 @@ def _concurrency(table: Table, wl: Workload) -> list[str]:
         "manifest GETs",
         "peak RSS MiB",
         "disk MiB (x unique)",
+        "other CPU",
         "check",
     )
     for tool in table.tools([wl.name]):

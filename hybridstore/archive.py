@@ -608,7 +608,7 @@ def import_archive(
         mode = target.add_blob_from_cache(desc.digest, desc.size)
         key = mode.value if mode is not None else "present"
         result.link_modes[key] = result.link_modes.get(key, 0) + 1
-    target.tag_many((desc, name) for name, desc in roots)
+    target.tag_many(((desc, name) for name, desc in roots), replace=overwrite)
     result.refs = roots
     return result
 

@@ -495,8 +495,12 @@ class OCILayout:
         """Point ``ref`` at ``desc`` (replacing any entry of that name); its blob must be here."""
         self.tag_many([(desc, ref)])
 
-    def tag_many(self, items: Iterable[tuple[Descriptor, str]]) -> None:
-        """Tag several refs in one ``index.json`` transaction."""
+    def tag_many(self, items: Iterable[tuple[Descriptor, str]], *, replace: bool = True) -> None:
+        """Tag several refs in one ``index.json`` transaction.
+
+        With ``replace=False`` a name that already points at another digest is a
+        ``ConflictError`` (checked under the lock, so nothing is tagged).
+        """
         named = [_named_descriptor(desc, _check_name(name)) for desc, name in items]
 
         def change(entries: list[_Entry]) -> None:
@@ -507,6 +511,12 @@ class OCILayout:
                         f"in layout {self.root}; add its content first"
                     )
                 name = new.annotations[ANNOTATION_REF_NAME]
+                clash = [e for e in entries if name in e.names and e.desc.digest != new.digest]
+                if clash and not replace:
+                    raise ConflictError(
+                        f"layout {self.root} already has {name!r} -> {clash[0].desc.digest}; "
+                        "pass --overwrite to replace it (nothing was tagged)"
+                    )
                 entries[:] = [e for e in entries if name not in e.names]
                 entries.append(_Entry(new.to_json(), new))
 

@@ -61,6 +61,7 @@ def test_harness_writes_the_report_and_counts_one_get_per_blob(tmp_path: Path) -
         assert f"| {row} | " in text, row
     assert "## Goals of issue 8" in text
     assert "FAILED" not in text
+    assert_tables_are_rectangular(text)
 
     data = json.loads(out.with_suffix(".json").read_text())
     concurrent = next(w for w in data["workloads"] if w["name"] == "concurrent")
@@ -73,3 +74,16 @@ def test_harness_writes_the_report_and_counts_one_get_per_blob(tmp_path: Path) -
     warm = rows[("concurrent", "hybridstore-x8-warm")]
     assert [r["blob_gets"] for r in warm["requests"]] == [0]
     assert not list(tmp_path.glob("hybridstore-bench-*")), "work directory left behind"
+
+
+def assert_tables_are_rectangular(markdown: str) -> None:
+    """Every row of every Markdown table has as many cells as its header."""
+    width = None
+    for line in markdown.splitlines():
+        if not line.startswith("|"):
+            width = None
+            continue
+        cells = line.count(" | ") + 1
+        if width is None:
+            width = cells
+        assert cells == width, line

@@ -213,6 +213,19 @@ def test_tag_many_is_one_transaction(tmp_path: Path) -> None:
     assert _names(tmp_path) == ["b", "a"]
 
 
+def test_tag_many_without_replace_refuses_a_moved_name_and_tags_nothing(tmp_path: Path) -> None:
+    b = LayoutBuilder(tmp_path)
+    one, two = b.image(None, layers=1), b.image(None, layers=1, seed="other")
+    layout = OCILayout.open(tmp_path)
+    d1, d2 = _desc(one.descriptor()), _desc(two.descriptor())
+    layout.tag(d1, "a")
+    with pytest.raises(ConflictError, match="--overwrite"):
+        layout.tag_many([(d2, "new"), (d2, "a")], replace=False)
+    assert _names(tmp_path) == ["a"]
+    layout.tag_many([(d1, "a")], replace=False)  # same digest: not a conflict
+    assert layout.resolve("a").digest == d1.digest
+
+
 # --- symlinks --------------------------------------------------------------------------------
 
 
