@@ -1,8 +1,10 @@
-"""The one interface every place that holds content implements.
+"""The small storage interface of the design, as typing protocols.
 
-A registry repository, a layout, the cache and an archive are all storages;
-pull, push, copy, export and import are one graph walk from a source storage
-to a destination storage (``transfer.copy``).
+A layout (``OCILayout``) is a readable, writable and taggable storage; the
+cache is readable and writable without refs. The copy engine works one level
+up, on the richer ``endpoints.base.Source``/``Destination`` protocols (resumable
+blob sources, re-openable upload bodies, per-blob outcomes), which registries
+and layouts implement on top of these operations.
 """
 
 from __future__ import annotations

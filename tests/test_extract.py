@@ -17,6 +17,7 @@ from support.oci_builder import (
     HELM_CHART,
     HELM_CONFIG,
     OCI_MANIFEST,
+    TITLE,
     Blob,
     BuiltArtifact,
     LayoutBuilder,
@@ -53,6 +54,27 @@ def tree(root: Path) -> dict[str, bytes | str]:
     return out
 
 
+def artifact_with(
+    b: LayoutBuilder,
+    ref: str,
+    config: Blob,
+    layers: list[tuple[Blob, dict[str, str] | None]],
+) -> BuiltArtifact:
+    """A manifest of ``config`` and annotated ``layers``, written to ``b`` and tagged ``ref``."""
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config.descriptor(),
+        "layers": [blob.descriptor(annotations=annos) for blob, annos in layers],
+    }
+    manifest = Blob(OCI_MANIFEST, canonical_json(doc))
+    built = BuiltArtifact(manifest, config, tuple(blob for blob, _ in layers), None, None, ref)
+    for blob in built.blobs.values():
+        b.write_blob(blob)
+    b.tag(built, ref)
+    return built
+
+
 def chart_with(
     b: LayoutBuilder,
     ref: str,
@@ -65,22 +87,7 @@ def chart_with(
     """A Helm chart manifest around ``archive`` (and a provenance layer), tagged ``ref``."""
     config = Blob(HELM_CONFIG, canonical_json({"name": name, "version": version}))
     layers = [Blob(HELM_CHART, archive)] + ([Blob(PROVENANCE, prov)] if prov else [])
-    manifest = Blob(
-        OCI_MANIFEST,
-        canonical_json(
-            {
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": config.descriptor(),
-                "layers": [layer.descriptor() for layer in layers],
-            }
-        ),
-    )
-    built = BuiltArtifact(manifest, config, tuple(layers), None, None, ref)
-    for blob in built.blobs.values():
-        b.write_blob(blob)
-    b.tag(built, ref)
-    return built
+    return artifact_with(b, ref, config, [(layer, None) for layer in layers])
 
 
 def test_oras_files_from_a_layout_and_from_a_registry(
@@ -137,6 +144,31 @@ def test_helm_chart_as_helm_pull_writes_it(
         extract(
             registry_content.chart.ref, layout=tmp_path / "charts", output=out, untar_chart=True
         )
+
+
+def test_oras_directory_layers_are_unpacked_safely(
+    oci_builder: Callable[..., LayoutBuilder], tmp_path: Path
+) -> None:
+    b = oci_builder()
+    config = Blob("application/vnd.oci.empty.v1+json", b"{}")
+    _tar, packed = deterministic_targz({"site/index.html": b"<p>hi</p>", "site/css/a.css": b"a"})
+    unpack = {TITLE: "site", "io.deis.oras.content.unpack": "true"}
+    artifact_with(
+        b, "dir", config, [(Blob("application/vnd.oci.image.layer.v1.tar+gzip", packed), unpack)]
+    )
+    extract("dir", layout=b.path, output=tmp_path / "out")
+    assert tree(tmp_path / "out") == {
+        "site": "dir",
+        "site/index.html": b"<p>hi</p>",
+        "site/css": "dir",
+        "site/css/a.css": b"a",
+    }
+    _tar, other = deterministic_targz({"elsewhere/x": b"x"})
+    layer = Blob("application/vnd.oci.image.layer.v1.tar+gzip", other)
+    artifact_with(b, "mismatch", config, [(layer, {**unpack, TITLE: "named"})])
+    with pytest.raises(InvalidDocumentError, match="must unpack to one directory"):
+        extract("mismatch", layout=b.path, output=tmp_path / "out2")
+    assert tree(tmp_path / "out2") == {}
 
 
 @pytest.mark.parametrize("title", ["../x", "/abs/x", "a/../../x", "a\\..\\x", "./x", "a//x"])

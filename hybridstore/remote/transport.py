@@ -22,7 +22,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
-from ..errors import NetworkError, NotFoundError, RegistryError
+from ..errors import AuthError, NetworkError, NotFoundError, RegistryError
 from .auth import Authenticator, is_local_host
 from .credentials import Credential
 
@@ -191,10 +191,18 @@ class RegistryTransport:
 
     def _error(self, method: str, url: str, scope: str, resp: requests.Response) -> Exception:
         where = f"{method} {_redact(url)}"
-        resp.close()
-        if resp.status_code in (401, 403):
-            return self.auth.error_for(resp, scope)
         msg = registry_error_message(resp)
+        resp.close()
+        challenge = resp.headers.get("WWW-Authenticate", "")
+        if resp.status_code == 401 or (
+            resp.status_code == 403 and "insufficient_scope" in challenge
+        ):
+            return self.auth.error_for(resp, scope)
+        if resp.status_code == 403:
+            return AuthError(
+                f"{where}: {self.registry} denied access ({msg}); check your permissions "
+                f"or {self.auth.hint}"
+            )
         if resp.status_code == 404:
             return NotFoundError(f"{where}: not found ({msg})")
         return RegistryError(f"{where}: registry {self.registry} answered {msg}")
