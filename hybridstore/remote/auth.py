@@ -61,8 +61,6 @@ _SECRET_HEADERS: Final = frozenset(
 _HUB_ENDPOINTS: Final = frozenset({"registry-1.docker.io", "index.docker.io", "docker.io"})
 
 
-from .challenge import Challenge, parse_challenges  # noqa: E402  (re-exported)
-
 # -- scopes, hosts, redaction ---------------------------------------------------------
 
 
