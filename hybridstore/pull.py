@@ -10,13 +10,17 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .cache import BlobCache
+from .errors import HybridstoreError
 from .layout import OCILayout
 from .linking import LinkMode
 from .model import Platform
@@ -26,6 +30,8 @@ from .remote.credentials import Credential
 from .remote.repository import DEFAULT_MANIFEST_LIMIT
 from .remote.transport import TransportOptions
 from .transfer import CopyOptions, CopyResult, Progress, pull_graph
+
+log = logging.getLogger("hybridstore.pull")
 
 __all__ = ["pull", "pull_many", "RegistryClients"]
 
@@ -76,7 +82,6 @@ def pull_many(
     optionally only of ``referrer_types``.
     """
     parsed = [Reference.parse(r) for r in refs]
-    target = _target(layout, cache, link_mode)
     options = CopyOptions(
         platforms=tuple(p if isinstance(p, Platform) else Platform.parse(p) for p in platforms),
         all_platforms=all_platforms,
@@ -88,21 +93,34 @@ def pull_many(
     )
     clients = RegistryClients(transport or TransportOptions(), credential)
     try:
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            return [
-                pull_graph(
-                    clients.repository(ref, manifest_limit),
-                    ref,
-                    target.cache,
-                    target.layout,
-                    options,
-                    progress,
-                    pool,
-                )
-                for ref in parsed
-            ]
+        # Credentials are resolved here, before the layout exists: a bad helper or
+        # input never leaves a new, empty project directory behind.
+        repos = [clients.repository(ref, manifest_limit) for ref in parsed]
+        new_dir = None if isinstance(layout, OCILayout) else Path(layout)
+        if new_dir is not None and new_dir.exists():
+            new_dir = None
+        target = _target(layout, cache, link_mode)
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+                return [
+                    pull_graph(repo, ref, target.cache, target.layout, options, progress, pool)
+                    for repo, ref in zip(repos, parsed, strict=True)
+                ]
+        except BaseException:
+            if new_dir is not None:
+                _remove_if_untagged(target.layout, new_dir)
+            raise
     finally:
         clients.close()
+
+
+def _remove_if_untagged(layout: OCILayout, root: Path) -> None:
+    """Undo a layout this call created when the pull failed before tagging anything."""
+    try:
+        if not layout.refs():
+            shutil.rmtree(root)
+    except (OSError, HybridstoreError) as e:
+        log.warning("could not remove the unfinished layout %s: %s", root, e)
 
 
 def pull(ref: str, **kwargs: Any) -> PullResult:

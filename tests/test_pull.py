@@ -14,6 +14,7 @@ from support.oci_builder import Built, LayoutBuilder, push_built
 from support.registry import Registry
 
 from hybridstore.errors import DigestMismatchError, NetworkError, NotFoundError
+from hybridstore.layout import OCILayout
 from hybridstore.pull import pull
 from hybridstore.remote.transport import TransportOptions
 
@@ -189,6 +190,8 @@ def test_concurrent_pulls_fetch_each_blob_once(
     assert sorted(gets) == sorted(b for b in built.blobs if b != built.digest)
     for i in range(8):
         assert blob_files(tmp_path / f"l{i}") == set(built.blobs)
+        report = OCILayout.open(tmp_path / f"l{i}").verify()
+        assert report.ok, report.problems
     assert sum(json.loads(out)["blobs_fetched"] for out, _ in outs) >= 5
 
 
@@ -324,3 +327,34 @@ def test_digest_mismatch_from_a_lying_registry_publishes_nothing(
             transport=PLAIN,
         )
     assert built.digest != wrong
+
+
+@pytest.mark.skopeo
+@pytest.mark.umoci
+def test_pulled_image_layout_is_read_by_skopeo_and_umoci(
+    registry: Registry,
+    oci_builder: Callable[..., LayoutBuilder],
+    repo_name: str,
+    tmp_cache: Path,
+    tmp_path: Path,
+) -> None:
+    built = oci_builder().image("v1", layers=2)
+    ref = push(built, registry, f"{repo_name}:v1")
+    layout = tmp_path / "l"
+    pull(ref, layout=layout, cache=tmp_cache, transport=PLAIN, ref_name="v1")
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", f"oci:{layout}:v1"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert raw == built.manifest.data
+    bundle = tmp_path / "bundle"
+    subprocess.run(
+        ["umoci", "unpack", "--rootless", "--image", f"{layout}:v1", str(bundle)],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    for path, data in built.files.items():
+        assert (bundle / "rootfs" / path).read_bytes() == data

@@ -1,0 +1,236 @@
+"""``hybridstore pull`` against every registry variant and credential source.
+
+Each variant is a real distribution registry (basic auth via htpasswd, token
+auth via the test token server, TLS with a generated CA); credentials come
+from ``--password-stdin``, a docker ``config.json``, or a
+``docker-credential-*`` helper on PATH, exactly as a user would supply them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from support.oci_builder import LayoutBuilder, push_built
+from support.registry import Registry, RegistryFactory
+from support.tokenserver import TokenServerConfig
+
+pytestmark = pytest.mark.registry
+
+HYBRIDSTORE = [sys.executable, "-m", "hybridstore"]
+
+
+def run_pull(
+    ref: str,
+    layout: Path,
+    *args: str,
+    env: dict[str, str],
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*HYBRIDSTORE, "pull", "--json", "--layout", str(layout), *args, ref],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    """No ambient credentials: an empty DOCKER_CONFIG and REGISTRY_AUTH_FILE."""
+    docker = tmp_path / "docker-config"
+    docker.mkdir()
+    env = dict(os.environ)
+    env.update(
+        DOCKER_CONFIG=str(docker),
+        REGISTRY_AUTH_FILE=str(tmp_path / "auth.json"),
+        HYBRIDSTORE_CACHE_DIR=str(tmp_path / "cache"),
+        XDG_RUNTIME_DIR=str(tmp_path / "runtime"),
+    )
+    return env
+
+
+def seed(registry: Registry, builder: LayoutBuilder, repo: str) -> tuple[str, str]:
+    built = builder.image("v1", layers=2)
+    push_built(built, registry, f"{repo}:v1")
+    return f"{registry.host_port}/{repo}:v1", built.digest
+
+
+def assert_pulled(done: subprocess.CompletedProcess[str], digest: str) -> None:
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["digest"] == digest
+
+
+def test_basic_auth_with_password_stdin(
+    registry_factory: RegistryFactory,
+    oci_builder: Callable[..., LayoutBuilder],
+    clean_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    reg = registry_factory(auth="basic")
+    ref, digest = seed(reg, oci_builder(), "team/app")
+    assert reg.credentials is not None
+    user, password = reg.credentials
+    anon = run_pull(ref, tmp_path / "anon", "--plain-http", env=clean_env)
+    assert anon.returncode == 5 and "hybridstore login" in anon.stderr
+    assert anon.stderr.count("\n") == 1
+    done = run_pull(
+        ref,
+        tmp_path / "l",
+        "--plain-http",
+        "-u",
+        user,
+        "--password-stdin",
+        env=clean_env,
+        stdin=password + "\n",
+    )
+    assert_pulled(done, digest)
+    wrong = run_pull(
+        ref,
+        tmp_path / "w",
+        "--plain-http",
+        "-u",
+        user,
+        "--password-stdin",
+        env=clean_env,
+        stdin="not-the-password\n",
+    )
+    assert wrong.returncode == 5 and "not-the-password" not in wrong.stderr
+
+
+def test_token_auth_anonymous_pull(
+    registry_factory: RegistryFactory,
+    oci_builder: Callable[..., LayoutBuilder],
+    clean_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    reg = registry_factory(auth="token", token=TokenServerConfig(anonymous_pull=True))
+    ref, digest = seed(reg, oci_builder(), "public/app")
+    assert_pulled(run_pull(ref, tmp_path / "l", "--plain-http", env=clean_env), digest)
+    assert reg.token_server is not None
+    assert all(not r.text().count("alice") for r in reg.token_server.requests)
+
+
+def test_token_auth_with_docker_config_credentials(
+    registry_factory: RegistryFactory,
+    oci_builder: Callable[..., LayoutBuilder],
+    clean_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    reg = registry_factory(auth="token")
+    ref, digest = seed(reg, oci_builder(), "private/app")
+    assert reg.credentials is not None
+    user, password = reg.credentials
+    anon = run_pull(ref, tmp_path / "anon", "--plain-http", env=clean_env)
+    assert anon.returncode == 5
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    config = Path(clean_env["DOCKER_CONFIG"]) / "config.json"
+    config.write_text(json.dumps({"auths": {reg.host_port: {"auth": auth}}}))
+    assert_pulled(run_pull(ref, tmp_path / "l", "--plain-http", env=clean_env), digest)
+
+
+def test_credential_helper_on_path(
+    registry_factory: RegistryFactory,
+    oci_builder: Callable[..., LayoutBuilder],
+    clean_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    reg = registry_factory(auth="basic")
+    ref, digest = seed(reg, oci_builder(), "helper/app")
+    assert reg.credentials is not None
+    user, password = reg.credentials
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    helper = bindir / "docker-credential-hstest"
+    calls = tmp_path / "helper-calls"
+    helper.write_text(
+        "#!/bin/sh\n"
+        f'echo "$1" >> {calls}\n'
+        "read -r server\n"
+        f'printf \'{{"ServerURL":"%s","Username":"{user}","Secret":"{password}"}}\' "$server"\n'
+    )
+    helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
+    config = Path(clean_env["DOCKER_CONFIG"]) / "config.json"
+    config.write_text(json.dumps({"credHelpers": {reg.host_port: "hstest"}}))
+    env = dict(clean_env, PATH=f"{bindir}:{clean_env['PATH']}")
+    assert_pulled(run_pull(ref, tmp_path / "l", "--plain-http", env=env), digest)
+    assert calls.read_text().split() and set(calls.read_text().split()) == {"get"}
+
+
+def test_failing_credential_helper_is_an_error_not_a_fallback(
+    registry_factory: RegistryFactory,
+    oci_builder: Callable[..., LayoutBuilder],
+    clean_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    reg = registry_factory(auth="basic")
+    ref, _ = seed(reg, oci_builder(), "helper/broken")
+    config = Path(clean_env["DOCKER_CONFIG"]) / "config.json"
+    config.write_text(json.dumps({"credHelpers": {reg.host_port: "does-not-exist"}}))
+    done = run_pull(ref, tmp_path / "l", "--plain-http", env=clean_env)
+    assert done.returncode == 5
+    assert "docker-credential-does-not-exist" in done.stderr
+    assert not (tmp_path / "l" / "index.json").exists()
+
+
+def test_tls_with_ca_file_and_insecure(
+    registry_factory: RegistryFactory,
+    oci_builder: Callable[..., LayoutBuilder],
+    clean_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    reg = registry_factory(tls=True)
+    ref, digest = seed(reg, oci_builder(), "tls/app")
+    env = {k: v for k, v in clean_env.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+    untrusted = run_pull(ref, tmp_path / "u", env=env)
+    assert untrusted.returncode == 6 and "Traceback" not in untrusted.stderr
+    assert_pulled(run_pull(ref, tmp_path / "ca", "--ca-file", str(reg.ca_path), env=env), digest)
+    assert_pulled(run_pull(ref, tmp_path / "k", "--insecure", env=env), digest)
+
+
+def test_debug_output_never_contains_secrets(
+    registry_factory: RegistryFactory,
+    oci_builder: Callable[..., LayoutBuilder],
+    clean_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    reg = registry_factory(auth="token")
+    ref, digest = seed(reg, oci_builder(), "secret/app")
+    assert reg.credentials is not None and reg.token_server is not None
+    user, password = reg.credentials
+    done = subprocess.run(
+        [
+            *HYBRIDSTORE,
+            "--debug",
+            "pull",
+            "--plain-http",
+            "--json",
+            "-u",
+            user,
+            "--password-stdin",
+            "--layout",
+            str(tmp_path / "l"),
+            ref,
+        ],
+        input=password,
+        capture_output=True,
+        text=True,
+        env=clean_env,
+        timeout=120,
+    )
+    assert_pulled(done, digest)
+    assert "GET" in done.stderr  # debug logging really was on
+    basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+    assert reg.token_server.tokens_issued >= 1
+    for secret in [password, basic, "eyJ"]:  # every JWT (the bearer tokens) starts with eyJ
+        assert secret not in done.stderr and secret not in done.stdout
+
