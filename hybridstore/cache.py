@@ -712,6 +712,10 @@ class BlobCache:
                 os.link(sink.path, final)
             except FileExistsError:
                 log.debug("%s was published by another process first", sink.digest)
+                try:  # we hand out that inode: record the use, as a cache hit would
+                    os.utime(final)
+                except OSError as e:
+                    log.debug("cannot record a use of %s: %s", final, e)
             except OSError as e:
                 if e.errno not in _NO_HARDLINKS:
                     raise

@@ -20,17 +20,25 @@ Markers ``registry``, ``skopeo``, ``umoci`` skip a test when that peer is missin
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from support import require_binary
 from support.faultproxy import FaultProxy
 from support.oci_builder import LayoutBuilder, SampleContent, seed_sample_content
 from support.registry import Registry, RegistryFactory
 from support.tls import CertificateAuthority
+
+# CI runs on a fresh clone with no example database: derandomize there, so a red
+# run is reproducible and a green one does not depend on the examples drawn.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 _MARKER_BINARIES = {"registry": "docker-registry", "skopeo": "skopeo", "umoci": "umoci"}
 _repo_counter = itertools.count()

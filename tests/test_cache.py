@@ -262,6 +262,29 @@ def test_touch_records_a_use(tmp_path: Path) -> None:
     assert path.stat().st_mtime > 1_000_000
 
 
+def test_losing_the_publish_race_records_a_use(tmp_path: Path) -> None:
+    """A writer that finds the blob published meanwhile (EEXIST) hands out that inode: touch it.
+
+    Otherwise a blob published long ago, then used, would look unused to prune.
+    """
+    cache = BlobCache(tmp_path)
+    data = b"published by someone else first"
+    d = Digest.of_bytes(data)
+    other = tmp_path / "other-writer"
+
+    def source(offset: int) -> tuple[int, list[bytes]]:
+        other.write_bytes(data)  # another writer publishes the same blob meanwhile...
+        cache.path(d).parent.mkdir(parents=True, exist_ok=True)
+        os.link(other, cache.path(d))
+        os.utime(other, (1_000_000, 1_000_000))  # ...and by its mtime nobody used it since
+        return offset, [data[offset:]]
+
+    r = cache.ingest(d, len(data), source)
+    assert r.fetched and os.path.samefile(r.path, other)  # linked first wins, never replaced
+    assert r.path.stat().st_mtime > 1_000_000
+    assert ingest_files(tmp_path) == []
+
+
 def test_blobs_lists_only_valid_regular_files(tmp_path: Path) -> None:
     cache = BlobCache(tmp_path)
     ds = [cache.ingest_bytes(Digest.of_bytes(b), b).digest for b in (b"a", b"b")]

@@ -103,6 +103,7 @@ _kill_point = st.builds(
 @example(kill_points=[KILL_SIZE // 2 + 12345], chunk=4096)  # mid-file, small chunks
 @example(kill_points=[3 << 20, 6 << 20], chunk=65536)  # the resumer is killed too
 @example(kill_points=[0], chunk=300_000)  # killed before the first byte
+@example(kill_points=[KILL_SIZE, KILL_SIZE], chunk=1 << 20)  # the 2nd finds a complete partial
 def test_sigkill_at_any_point_then_resume(
     kill_blob: tuple[Path, Digest, bytes], kill_points: list[int], chunk: int
 ) -> None:
@@ -110,17 +111,26 @@ def test_sigkill_at_any_point_then_resume(
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         cache = BlobCache(root)
+        partial = cache.partial_path(digest)
         for kill_at in sorted(kill_points):
+            if partial.exists() and partial.stat().st_size == KILL_SIZE:
+                # The last worker wrote every byte before it was killed: the next one would
+                # publish that partial without reading the source, so there is no point in
+                # it to kill at (e.g. kill_points=[KILL_SIZE, KILL_SIZE]). The resume below
+                # covers that case.
+                break
             p = spawn(
                 "ingest-until", str(root), str(digest), str(KILL_SIZE), str(src), str(kill_at),
                 str(chunk),
             )  # fmt: skip
-            expect_line(p, "ready")
-            p.kill()
-            assert p.wait() == -9
+            try:
+                expect_line(p, "ready")
+                p.kill()
+                assert p.wait() == -9
+            finally:
+                reap([p])
             assert_only_verified_blobs(root)
             assert blob_files(root) == []  # killed before publishing: nothing visible
-        partial = cache.partial_path(digest)
         have = partial.stat().st_size if partial.exists() else 0
         assert have <= max(kill_points)
         source = RecordingSource(data)
@@ -154,9 +164,8 @@ def test_prune_during_an_ingest_loop(tmp_path: Path) -> None:
     hot = [1, 2, 3]  # the loop keeps using these
     cold = list(range(10, 25))  # nobody uses these any more
     blobs = _make_old_blobs(cache, hot + cold)
-    stop = tmp_path / "stop"
-    loop = spawn("ingest-loop", str(root), str(stop), ",".join(map(str, hot)))
-    assert loop.stdout is not None
+    control = tmp_path / "control"
+    loop = spawn("ingest-loop", str(root), str(control), ",".join(map(str, hot)))
     new: list[str] = []
 
     def read_until(prefix: str) -> str:
@@ -168,15 +177,25 @@ def test_prune_during_an_ingest_loop(tmp_path: Path) -> None:
             if line.startswith(prefix):
                 return line
 
+    def after(word: str) -> None:
+        """Return once a whole loop iteration has run after this call (see ingest-loop)."""
+        tmp = control.with_suffix(".tmp")
+        tmp.write_text(word)
+        os.replace(tmp, control)  # the loop reads the old word or the new one, never half
+        while read_until("iteration ").split()[-1] != word:
+            continue
+
     try:
-        read_until("iteration 0")
+        read_until("iteration 0 ")
         grace = 3600.0
         removed = []
-        for kwargs in (
-            {"older_than": DAY},
-            {"older_than": DAY, "unlinked": True},
-            {"max_size": 0},  # evict everything it may: only the grace period holds it back
-            {"max_size": 0, "dry_run": True},
+        for step, kwargs in enumerate(
+            (
+                {"older_than": DAY},
+                {"older_than": DAY, "unlinked": True},
+                {"max_size": 0},  # evict everything it may: only the grace period holds it back
+                {"max_size": 0, "dry_run": True},
+            )
         ):
             started = time.time()
             report = cache.prune(grace=grace, **kwargs)  # type: ignore[arg-type]
@@ -184,14 +203,12 @@ def test_prune_during_an_ingest_loop(tmp_path: Path) -> None:
                 assert entry.last_used < started - grace, f"{entry.digest} was used recently"
             if not report.dry_run:
                 removed.extend(report.removed)
-            read_until("iteration")  # let the loop run between prunes
-        stop.touch()
-        read_until("iteration")  # one full pass after the last prune...
+            after(f"pruned-{step}")  # the loop uses every blob again between prunes
+        after("stop")  # one full pass after the last prune...
         done = read_until("done")
+        assert loop.wait(timeout=60) == 0, "a reader or writer in the loop failed"
     finally:
-        stop.touch()
-        loop.wait(timeout=60)
-    assert loop.returncode == 0, "a reader or writer in the loop failed"
+        reap([loop])
     assert int(done.split()[1]) >= 0
     for seed in cold:
         assert not cache.exists(blobs[seed]), "an unused old blob survived --older-than"

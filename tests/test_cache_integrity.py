@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -296,23 +297,68 @@ def test_read_only_cache_is_one_clear_error(mount_point: Path) -> None:
     assert "Traceback" not in r.stderr and old.exists()
 
 
-def test_unwritable_cache_dir_as_non_root(tmp_path: Path) -> None:
+NOBODY = 65534  # the uid and gid the ingest-as-nobody worker drops to
+
+
+def _nobody_can_enter(directory: Path) -> bool:
+    """Whether uid/gid 65534 may search ``directory`` and every directory above it."""
+    for d in [directory, *directory.parents]:
+        st = d.stat()
+        if st.st_uid == NOBODY:
+            bit = stat.S_IXUSR
+        elif st.st_gid == NOBODY:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
+@pytest.fixture
+def nobody_dir() -> Iterator[Path]:
+    """A fresh 0755 directory that user ``nobody`` can reach, for the workers that drop to it.
+
+    Not ``tmp_path`` (pytest makes its base 0700) and not blindly ``$TMPDIR``:
+    when any directory above the cache is closed to ``nobody`` every access
+    fails with EACCES before the behaviour under test is reached. The first
+    candidate whose every parent ``nobody`` can search is used; if none is,
+    the test is skipped saying so.
+    """
     if os.geteuid() != 0:
         pytest.skip("the worker drops from root to nobody")
-    base = Path(tempfile.mkdtemp(prefix="hs-nobody-"))
+    candidates = dict.fromkeys(
+        Path(c).resolve() for c in (tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm")
+    )
+    usable = [c for c in candidates if c.is_dir() and _nobody_can_enter(c)]
+    if not usable:
+        pytest.skip(
+            f"none of {', '.join(map(str, candidates))} can be reached by user nobody "
+            f"(uid {NOBODY}); set TMPDIR to a directory it can search"
+        )
+    base = Path(tempfile.mkdtemp(prefix="hs-nobody-", dir=usable[0]))
     try:
         base.chmod(0o755)
-        root = base / "cache"
-        root.mkdir(mode=0o555)
-        root.chmod(0o555)
-        p = spawn("ingest-as-nobody", str(root))
-        out = json.loads(expect_line(p, "{"))
-        assert p.wait() == 0
-        assert out["error"] == "StorageError" and out["errno"] == errno.EACCES
-        assert "Permission denied [EACCES]" in out["message"] and "\n" not in out["message"]
-        assert os.listdir(root) == []
+        yield base
     finally:
         shutil.rmtree(base)
+
+
+def test_unwritable_cache_dir_as_non_root(nobody_dir: Path) -> None:
+    root = nobody_dir / "cache"
+    root.mkdir(mode=0o555)
+    root.chmod(0o555)
+    p = spawn("ingest-as-nobody", str(root))
+    try:
+        out = json.loads(expect_line(p, "{"))
+        assert p.wait() == 0
+    finally:
+        reap([p])
+    assert out["error"] == "StorageError" and out["errno"] == errno.EACCES
+    # The write into the cache directory was refused, not the way to it (a closed parent).
+    assert f"cannot set up the cache in {root}" in out["message"], out["message"]
+    assert "Permission denied [EACCES]" in out["message"] and "\n" not in out["message"]
+    assert os.listdir(root) == []
 
 
 def test_lock_timeout_names_the_variable(
@@ -362,24 +408,20 @@ def test_partial_linked_to_a_published_blob_is_never_written(tmp_path: Path) -> 
     assert layout_link.read_bytes() == DATA[:-1] + b"?"  # the other inode was left untouched
 
 
-def test_read_only_complete_partial_is_published_as_non_root(tmp_path: Path) -> None:
+def test_read_only_complete_partial_is_published_as_non_root(nobody_dir: Path) -> None:
     """A holder killed after fchmod 0444 but before link leaves a whole, read-only partial."""
-    if os.geteuid() != 0:
-        pytest.skip("the worker drops from root to nobody")
-    base = Path(tempfile.mkdtemp(prefix="hs-nobody-"))
+    src = nobody_dir / "src"
+    src.write_bytes(DATA)
+    cache = BlobCache(nobody_dir / "cache")
+    _leave_partial(cache, DATA)
+    cache.partial_path(DIGEST).chmod(0o444)
+    for p in [cache.root, *cache.root.rglob("*")]:
+        os.chown(p, NOBODY, NOBODY)
+    worker = spawn("ingest-as-nobody", str(cache.root), str(src))
     try:
-        base.chmod(0o755)
-        src = base / "src"
-        src.write_bytes(DATA)
-        cache = BlobCache(base / "cache")
-        _leave_partial(cache, DATA)
-        cache.partial_path(DIGEST).chmod(0o444)
-        for p in [base / "cache", *(base / "cache").rglob("*")]:
-            os.chown(p, 65534, 65534)
-        worker = spawn("ingest-as-nobody", str(base / "cache"), str(src))
         out = json.loads(expect_line(worker, "{"))
         assert worker.wait() == 0
-        assert out == {"error": None, "bytes_transferred": 0}  # published, nothing fetched
-        assert cache.path(DIGEST).read_bytes() == DATA and ingest_files(base / "cache") == []
     finally:
-        shutil.rmtree(base)
+        reap([worker])
+    assert out == {"error": None, "bytes_transferred": 0}  # published, nothing fetched
+    assert cache.path(DIGEST).read_bytes() == DATA and ingest_files(cache.root) == []

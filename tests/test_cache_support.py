@@ -111,11 +111,15 @@ def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str
 
 
 def reap(procs: list[subprocess.Popen[str]]) -> None:
-    """Kill workers still running (a failed test left them waiting for orders)."""
+    """Kill workers still running (a failed test left them waiting for orders); close pipes."""
     for p in procs:
         if p.poll() is None:
             p.kill()
         p.wait()
+        for pipe in (p.stdin, p.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
 
 def expect_line(proc: subprocess.Popen[str], prefix: str) -> str:
@@ -219,7 +223,10 @@ def cmd_ingest_until(root: str, digest: str, size: str, src: str, kill_at: str, 
 
         return offset, chunks()
 
-    cache.ingest(Digest.parse(digest), total, source)
+    # Reached only when the source was never read (a complete partial was already there):
+    # say so, rather than leave the test reading EOF.
+    r = cache.ingest(Digest.parse(digest), total, source)
+    _say(f"published without the source (fetched={r.fetched}, resumed_from={r.resumed_from})")
 
 
 def cmd_hold_lock(root: str, digest: str, src: str = "") -> None:
@@ -266,12 +273,22 @@ def cmd_ingest_unlocked(root: str, digest: str, size: str, src: str, corrupt_at:
         _say(json.dumps({"error": type(e).__name__, "message": str(e)}))
 
 
-def cmd_ingest_loop(root: str, stop_file: str, hot: str) -> None:
-    """Ingest new and re-used blobs and read each back until ``stop_file`` appears."""
+def cmd_ingest_loop(root: str, control_file: str, hot: str) -> None:
+    """Ingest new and re-used blobs and read each back, until ``control_file`` says ``stop``.
+
+    Each iteration first reads ``control_file`` (the test writes a new word
+    there, atomically, after each step) and ends with ``iteration N saw WORD``.
+    So a line that names a word proves a whole iteration ran after the test
+    wrote it; ``done`` comes only after a whole iteration that saw ``stop``.
+    """
     cache = BlobCache(root)
     hot_seeds = [int(s) for s in hot.split(",")]
     refetched = iteration = 0
     while True:
+        try:
+            word = Path(control_file).read_text().strip() or "-"
+        except FileNotFoundError:
+            word = "-"
         todo = [(f"new-{os.getpid()}-{iteration}", True)] + [(s, False) for s in hot_seeds]
         for seed, is_new in todo:
             data = seeded_bytes(seed, 32 << 10)
@@ -288,9 +305,9 @@ def cmd_ingest_loop(root: str, stop_file: str, hot: str) -> None:
                 raise AssertionError(f"{d} kept vanishing")
             if is_new:
                 _say(f"new {d}")
-        _say(f"iteration {iteration}")
+        _say(f"iteration {iteration} saw {word}")
         iteration += 1
-        if os.path.exists(stop_file):
+        if word == "stop":
             _say(f"done {refetched}")
             return
 

@@ -36,8 +36,13 @@ def test_retry_after_seconds_and_cap() -> None:
 
 
 def test_retry_after_http_date() -> None:
-    when = email.utils.formatdate(time.time() + 5, usegmt=True)
-    got = retry_after_seconds(when, cap=10)
-    assert got is not None and 0 < got <= 6
+    # Bounded by clock readings around the call, not by a guess of how long it takes.
+    when = int(time.time()) + 600  # whole seconds: an HTTP-date has no fraction
+    start = time.time()
+    got = retry_after_seconds(email.utils.formatdate(when, usegmt=True), cap=3600)
+    end = time.time()
+    assert got is not None and when - end <= got <= when - start
+    soon = email.utils.formatdate(time.time() + 3600, usegmt=True)
+    assert retry_after_seconds(soon, cap=10) == 10
     past = email.utils.formatdate(time.time() - 100, usegmt=True)
     assert retry_after_seconds(past, cap=10) == 0

@@ -57,9 +57,9 @@ __all__ = [
 
 BINARY = "docker-registry"
 PROBE_USER_AGENT = "hybridstore-tests-probe"
-START_TIMEOUT = 15.0
+START_TIMEOUT = 60.0  # safety nets only: generous for a loaded 2-core CI box
 STOP_TIMEOUT = 5.0
-BARRIER_TIMEOUT = 10.0
+BARRIER_TIMEOUT = 30.0
 _POLL = 0.01
 
 # 127.0.0.1 - - [29/Nov/2026:08:33:03 +0000] "GET /v2/ HTTP/1.1" 200 2 "" "curl/7.88.1"
@@ -381,7 +381,9 @@ class Registry:
             try:
                 self._probe("/v2/", timeout=1.0)
                 return
-            except requests.ConnectionError:
+            # A slow first answer on a loaded machine (ReadTimeout) is "not ready yet" too,
+            # not a failed start: keep polling until START_TIMEOUT.
+            except (requests.ConnectionError, requests.Timeout):
                 time.sleep(_POLL)  # bounded readiness poll, not synchronisation
         raise RegistryStartError(
             f"docker-registry did not answer within {START_TIMEOUT}s:\n{self.log_tail()}"
