@@ -2,7 +2,7 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-APT_PKGS := docker-registry skopeo umoci xfsprogs curl
+APT_PKGS := docker-registry skopeo umoci xfsprogs curl time
 
 .PHONY: demo test lint unit bench deps venv clean
 
@@ -17,6 +17,7 @@ lint: venv
 	$(BIN)/mypy hybridstore
 
 bench: deps venv
+	$(BIN)/pip install -q -e '.[test,dev,bench]'
 	$(BIN)/python benchmarks/run.py
 
 # Debian packages for the real peers the tests talk to (only when root and missing).

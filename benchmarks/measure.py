@@ -38,6 +38,7 @@ __all__ = [
     "cpu_snapshot",
     "disk_usage",
     "machine_info",
+    "precompile",
     "run_timed",
     "summarize",
     "timed_with_contention",
@@ -75,11 +76,28 @@ class Stats:
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for measured tools: no proxies (everything is loopback)."""
+    """The environment for measured tools: no proxies (everything is loopback).
+
+    ``PYTHONDONTWRITEBYTECODE`` is dropped: with it, every start of an
+    uninstalled checkout compiles its sources again (30-40 ms of CPU for
+    ``hybridstore pull``), which no installed copy pays. Byte code goes to the
+    usual (git-ignored) ``__pycache__/`` directories; see ``precompile``.
+    """
     env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
     env.pop("HYBRIDSTORE_CACHE_DIR", None)  # every hybridstore row passes --cache
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update(extra or {})
     return env
+
+
+def precompile(paths: Iterable[Path], env: Mapping[str, str]) -> None:
+    """Byte-compile the checkout's own Python code once, as installing it would."""
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", *(str(p) for p in paths)],
+        env=dict(env),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def run_timed(

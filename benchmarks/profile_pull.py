@@ -35,7 +35,7 @@ REPO = HERE.parent
 # Reuse the tests' registry runner and content builder (tests/support), as run.py does.
 sys.path.insert(0, str(REPO / "tests"))
 
-from measure import child_env, machine_info  # noqa: E402
+from measure import child_env, machine_info, precompile  # noqa: E402
 from support.registry import Registry, RegistryConfig  # noqa: E402
 from workloads import BLOB_WORKLOADS, Workload, WorkloadSet  # noqa: E402
 
@@ -184,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(case) != 2 or case[0] not in BLOB_WORKLOADS or case[1] not in ("cold", "warm"):
             p.error(f"bad case {':'.join(case)!r}: WORKLOAD:cold or WORKLOAD:warm")
     env = child_env()
+    precompile([REPO / "hybridstore", HERE], env)
     work = Path(tempfile.mkdtemp(prefix="hybridstore-profile-"))
     try:
         registry = Registry(work / "registry", RegistryConfig(log_level="warn")).start()

@@ -95,7 +95,9 @@ def render(
         "user+sys of the process tree (median). Peak RSS = largest single process "
         "(GNU time %M), max over runs. Disk = allocated bytes of all layouts plus the "
         "cache or shared dir, each inode once (hard links count once). MiB/s = logical bytes "
-        "/ median wall. Requests = median count in the registry's access log per run.",
+        "/ median wall. Requests = median count in the registry's access log per run. "
+        "Python tools run with byte code compiled (the harness drops PYTHONDONTWRITEBYTECODE "
+        "and precompiles the checkout, as an installed copy would be).",
         _contention_line(rows),
         "",
     ]

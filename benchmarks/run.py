@@ -41,6 +41,7 @@ from measure import (  # noqa: E402
     child_env,
     disk_usage,
     machine_info,
+    precompile,
     run_timed,
     timed_with_contention,
 )
@@ -196,13 +197,16 @@ class Bench:
             f"  other CPU {sample.contention:4.0%}"
             + (f"  PROBLEMS: {problems[:2]}" if problems else "")
         )
-        if not counted:
-            return
-        row.samples.append(sample)
-        row.requests.append(counts)
-        row.problems.extend(p for p in problems if p not in row.problems)
-        row.disk_bytes = disk_usage([dest, store])
-        row.store_bytes = disk_usage([store])
+        if counted:
+            row.samples.append(sample)
+            row.requests.append(counts)
+            row.problems.extend(p for p in problems if p not in row.problems)
+            row.disk_bytes = disk_usage([dest, store])
+            row.store_bytes = disk_usage([store])
+        # Free the space now (a warm row keeps its store), not only at the next prepare.
+        shutil.rmtree(dest, ignore_errors=True)
+        if tool.cold:
+            shutil.rmtree(store, ignore_errors=True)
 
     @property
     def registry_pid(self) -> int | None:
@@ -296,6 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with_oras = oras_available()
     if not with_oras:
         log("oras-py is not installed in this venv: its row is left out (pip install oras)")
+    precompile([REPO / "hybridstore", HERE, REPO / "tests" / "support"], child_env())
     work = Path(tempfile.mkdtemp(prefix="hybridstore-bench-", dir=args.workdir))
     started = time.monotonic()
     try:

@@ -296,7 +296,7 @@ class OCILayout:
     ) -> None:
         self.root = Path(root)
         self._cache = cache
-        self.linker = Linker(link_mode)
+        self.linker = Linker(link_mode, sync_dirs=False)  # see _write_index
         self._thread_lock = threading.RLock()
         if create:
             self._initialize()
@@ -436,8 +436,25 @@ class OCILayout:
         return doc, entries
 
     def _write_index(self, doc: dict[str, Any], *, replace: bool = True) -> None:
+        # index.json is the completion marker: the names of every blob it may
+        # reference (linked by this or another process) are made durable first,
+        # one fsync per blobs/<alg> directory rather than one per blob.
+        self._sync_blob_dirs()
         data = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
         _write_atomic(self.index_path, data, INDEX_FILE, replace=replace)
+
+    def _sync_blob_dirs(self) -> None:
+        try:
+            algs = [e for e in os.scandir(self.blobs_path) if e.is_dir(follow_symlinks=False)]
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise storage_error(e, "read", self.blobs_path) from e
+        for entry in algs:
+            try:
+                fsync_dir(Path(entry.path))
+            except OSError as e:
+                raise storage_error(e, "sync", entry.path) from e
 
     def _update_index(self, change: Callable[[list[_Entry]], _T]) -> _T:
         """Run ``change`` on the entries under the lock; write them back if it changed any."""
