@@ -41,14 +41,11 @@ keeps the cache free of per-use bookkeeping files.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
-import math
 import os
 import stat
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -60,14 +57,12 @@ import filelock
 from .digest import SUPPORTED_ALGORITHMS, Digest
 from .errors import (
     CorruptionError,
-    DigestMismatchError,
     IntegrityError,
     InvalidDigestError,
     InvalidInputError,
     LockTimeoutError,
     NetworkError,
     NotFoundError,
-    SizeMismatchError,
     StorageError,
 )
 from .fsutil import (
@@ -77,6 +72,8 @@ from .fsutil import (
     fsync_dir,
     storage_error,
 )
+from .ingest_file import CHUNK_SIZE, IngestFile, open_partial
+from .locking import LOCK_TIMEOUT_ENV, acquire_visibly, lock_timeout
 
 if TYPE_CHECKING:
     from .cache_admin import CacheInfo, DiskUsage, PruneReport, VerifyReport
@@ -102,11 +99,7 @@ BlobSource = Callable[[int], tuple[int, Iterable[bytes]]]
 
 LAYOUT_VERSION: Final = 1
 LAYOUT_FILE: Final = "hybridstore-layout"
-LOCK_TIMEOUT_ENV: Final = "HYBRIDSTORE_LOCK_TIMEOUT"
-DEFAULT_LOCK_TIMEOUT: Final = 300.0
 DEFAULT_GRACE: Final = 3600.0
-CHUNK_SIZE: Final = 1 << 20  # hashing and writing in 1 MiB pieces is the fastest here
-_WAIT_LOG_INTERVAL: Final = 10.0
 _NO_HARDLINKS: Final = frozenset(
     {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
 )
@@ -131,33 +124,6 @@ class IngestResult:
     restarted: bool = False  # a partial was rejected and the blob fetched again from byte 0
 
 
-def lock_timeout() -> float:
-    """Seconds to wait for another process's lock: ``HYBRIDSTORE_LOCK_TIMEOUT``, default 300."""
-    raw = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
-    if not raw:
-        return DEFAULT_LOCK_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if math.isnan(value) or value < 0:
-        raise InvalidInputError(
-            f"{LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds (use e.g. 300 or 0.5)"
-        )
-    return value
-
-
-def _write(fd: int, data: memoryview) -> int:
-    """Write some of ``data``: the one seam where blob bytes reach the OS (tests inject ENOSPC)."""
-    return os.write(fd, data)
-
-
-def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[_write(fd, view) :]
-
-
 def _close_chunks(chunks: Iterable[bytes]) -> None:
     close = getattr(chunks, "close", None)
     if callable(close):
@@ -175,73 +141,6 @@ def _unlink_quietly(path: Path) -> None:
         os.unlink(path)
     except OSError:
         pass
-
-
-class _Sink:
-    """One ingest file: hashes and counts bytes as they arrive, writes them in large pieces."""
-
-    def __init__(self, fd: int, path: Path, digest: Digest, size: int | None) -> None:
-        self.fd, self.path, self.digest, self.expected_size = fd, path, digest, size
-        self.size = 0
-        self._hash = hashlib.new(digest.algorithm)
-        self._buf = bytearray()
-
-    def load_prefix(self) -> int:
-        """Re-hash what an earlier writer left in the file; position at its end."""
-        length = os.fstat(self.fd).st_size
-        if self.expected_size is not None and length > self.expected_size:
-            self.reset()
-            return 0
-        os.lseek(self.fd, 0, os.SEEK_SET)
-        while chunk := os.read(self.fd, CHUNK_SIZE):
-            self._hash.update(chunk)
-            self.size += len(chunk)
-        return self.size
-
-    def reset(self) -> None:
-        os.ftruncate(self.fd, 0)
-        os.lseek(self.fd, 0, os.SEEK_SET)
-        self._hash = hashlib.new(self.digest.algorithm)
-        self.size = 0
-        del self._buf[:]
-
-    def add(self, chunk: bytes) -> None:
-        n = len(chunk)
-        if self.expected_size is not None and self.size + n > self.expected_size:
-            raise SizeMismatchError(
-                f"{self.digest}: the source sent more than the expected {self.expected_size} "
-                "bytes; nothing was stored"
-            )
-        self._hash.update(chunk)
-        self.size += n
-        if n >= CHUNK_SIZE:
-            self.flush()
-            _write_all(self.fd, chunk)
-        else:
-            self._buf += chunk
-            if len(self._buf) >= CHUNK_SIZE:
-                self.flush()
-
-    def flush(self) -> None:
-        if self._buf:
-            with memoryview(self._buf) as view:
-                _write_all(self.fd, view)
-            del self._buf[:]
-
-    def problem(self) -> IntegrityError | None:
-        """Why the bytes so far are not the expected blob, or ``None`` if they are."""
-        if self.expected_size is not None and self.size != self.expected_size:
-            return SizeMismatchError(
-                f"{self.digest}: expected {self.expected_size} bytes, got {self.size} "
-                "(the source ended early); nothing was stored"
-            )
-        actual = Digest(self.digest.algorithm, self._hash.copy().hexdigest())
-        if actual != self.digest:
-            return DigestMismatchError(
-                f"digest mismatch: expected {self.digest}, got {actual} "
-                f"({self.size} bytes); nothing was stored"
-            )
-        return None
 
 
 class BlobCache:
@@ -461,37 +360,14 @@ class BlobCache:
 
     def hash_file(self, path: Path, algorithm: str) -> Digest:
         """Digest of a file's content (for verification; never used to name a file)."""
-        h = hashlib.new(algorithm)
-        buf = bytearray(CHUNK_SIZE)
-        view = memoryview(buf)
         with open(path, "rb", buffering=0) as f:
-            while n := f.readinto(view):
-                h.update(view[:n])
-        return Digest(algorithm, h.hexdigest())
+            return Digest.of_file(f, algorithm)[0]
 
     def set_aside(self, path: Path, expected: os.stat_result, reason: str) -> Path | None:
-        """Move a bad file out of ``blobs/`` into ``quarantine/``; return where it went.
+        """Move a bad file out of ``blobs/`` into ``quarantine/`` (see ``cache_admin``)."""
+        from .cache_admin import set_aside
 
-        Only the inode that was examined is moved: if a good blob was published
-        at ``path`` in the meantime, it is put back. Layouts keep their links.
-        """
-        target = self.quarantine_dir / f"{path.parent.name}-{path.name}.{time.time_ns()}"
-        try:
-            self.quarantine_dir.mkdir(parents=True, exist_ok=True)
-            os.rename(path, target)
-        except OSError as e:
-            log.warning("%s %s but cannot be moved aside: %s", path, reason, e)
-            return None
-        moved = os.lstat(target)
-        if (moved.st_dev, moved.st_ino) != (expected.st_dev, expected.st_ino):
-            try:  # raced with a fresh publish: restore it
-                os.link(target, path)
-            except FileExistsError:
-                pass
-            os.unlink(target)
-            return None
-        log.warning("%s %s; moved to %s", path, reason, target)
-        return target
+        return set_aside(self, path, expected, reason)
 
     # -- writing ---------------------------------------------------------------------
 
@@ -556,10 +432,9 @@ class BlobCache:
     def _digest_lock(self, digest: Digest) -> Iterator[None]:
         """Hold ``digest``'s single-flight lock, waiting visibly up to ``lock_timeout()``."""
         path = self.lock_path(digest)
-        timeout = lock_timeout()
         lock = filelock.FileLock(path)
         try:
-            self._acquire(lock, digest, timeout, path)
+            acquire_visibly(lock, str(digest), path, log)
         except LockTimeoutError:  # a TimeoutError, hence an OSError: not a storage problem
             raise
         except OSError as e:
@@ -573,30 +448,6 @@ class BlobCache:
                 _unlink_quietly(path)
             lock.release()
 
-    @staticmethod
-    def _acquire(lock: filelock.BaseFileLock, digest: Digest, timeout: float, path: Path) -> None:
-        try:
-            lock.acquire(blocking=False)
-            return
-        except filelock.Timeout:
-            pass
-        log.info("waiting for %s held by another process", digest)
-        started = time.monotonic()
-        while True:
-            remaining = started + timeout - time.monotonic()
-            if remaining <= 0:
-                raise LockTimeoutError(
-                    f"gave up after {timeout:g}s waiting for {digest} held by another process "
-                    f"(lock {path}); set {LOCK_TIMEOUT_ENV} to wait longer or stop that process"
-                )
-            try:
-                lock.acquire(timeout=min(_WAIT_LOG_INTERVAL, remaining))
-                return
-            except filelock.Timeout:
-                waited = time.monotonic() - started
-                if waited < timeout:
-                    log.warning("waiting for %s held by another process (%.0fs)", digest, waited)
-
     def _ingest_locked(
         self, digest: Digest, size: int | None, source: BlobSource, final: Path
     ) -> IngestResult:
@@ -604,14 +455,14 @@ class BlobCache:
         try:
             if resumable:
                 work = self.partial_path(digest)
-                fd = _open_partial(work)
+                fd = open_partial(work)
             else:
                 prefix = f"{self._ingest_name(digest)}."
                 fd, name = tempfile.mkstemp(dir=self.ingest_dir, prefix=prefix, suffix=".tmp")
                 work = Path(name)
         except OSError as e:
             raise storage_error(e, "create a file in", self.ingest_dir, _cache_hint(e)) from e
-        sink = _Sink(fd, work, digest, size)
+        sink = IngestFile(fd, work, digest, size)
         discard = True
         try:
             transferred, resumed_from, restarted = self._fill(sink, source)
@@ -634,7 +485,7 @@ class BlobCache:
             if discard:
                 _unlink_quietly(work)
 
-    def _fill(self, sink: _Sink, source: BlobSource) -> tuple[int, int, bool]:
+    def _fill(self, sink: IngestFile, source: BlobSource) -> tuple[int, int, bool]:
         """Bring ``sink`` to the verified blob; return (transferred, resumed from, restarted)."""
         digest = sink.digest
         transferred = resumed_from = 0
@@ -682,7 +533,7 @@ class BlobCache:
                 continue
             raise problem
 
-    def _pump(self, sink: _Sink, chunks: Iterable[bytes]) -> int:
+    def _pump(self, sink: IngestFile, chunks: Iterable[bytes]) -> int:
         n = 0
         for chunk in chunks:  # the source's own errors propagate unchanged
             n += len(chunk)
@@ -691,14 +542,14 @@ class BlobCache:
         return n
 
     @staticmethod
-    def _storage(op: Callable[..., int | None], sink: _Sink, *args: bytes) -> int:
+    def _storage(op: Callable[..., int | None], sink: IngestFile, *args: bytes) -> int:
         """Run a sink operation, reporting any ``OSError`` as one ``StorageError`` line."""
         try:
             return op(*args) or 0
         except OSError as e:
             raise storage_error(e, "write", sink.path, _cache_hint(e)) from e
 
-    def _publish(self, sink: _Sink, final: Path) -> None:
+    def _publish(self, sink: IngestFile, final: Path) -> None:
         """Make the verified ingest file visible as ``final``: link, never replace."""
         try:
             sink.flush()
@@ -763,28 +614,6 @@ class BlobCache:
             grace=grace,
             dry_run=dry_run,
         )
-
-
-def _open_partial(path: Path) -> int:
-    """Open (or create) a resumable partial for writing; only under its digest's lock.
-
-    A partial that is not a plain single-link file is discarded rather than
-    written: a holder killed between ``link`` and ``unlink`` leaves the partial
-    as a second name of the published blob, and writing it would change that
-    blob (and every layout linking it). One killed after ``fchmod 0444`` is
-    made writable again (we own it).
-    """
-    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return os.open(path, flags | os.O_EXCL, 0o644)
-    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
-        os.unlink(path)
-        return os.open(path, flags | os.O_EXCL, 0o644)
-    if not st.st_mode & stat.S_IWUSR:
-        os.chmod(path, 0o644)
-    return os.open(path, flags, 0o644)
 
 
 def _read_chunks(stream: IO[bytes]) -> Iterator[bytes]:

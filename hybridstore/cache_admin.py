@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import stat
 import time
@@ -45,10 +46,13 @@ __all__ = [
     "VerifyReport",
     "cache_info",
     "disk_usage",
+    "set_aside",
     "prune_cache",
     "scan_ingest",
     "verify_cache",
 ]
+
+log = logging.getLogger("hybridstore.cache")
 
 _STALE_AFTER = 3600.0  # verify lists ingest files untouched this long as stale
 _HINT = "choose another cache with --cache or HYBRIDSTORE_CACHE_DIR"
@@ -320,7 +324,7 @@ def verify_cache(
     corrupt = []
     for (path, _, st), bad in zip(todo, results, strict=True):
         if bad is not None and repair:
-            moved = cache.set_aside(path, st, bad.reason)
+            moved = set_aside(cache, path, st, bad.reason)
             bad = BadBlob(bad.path, bad.digest, bad.reason, bad.links, moved)
         if bad is not None:
             corrupt.append(bad)
@@ -524,3 +528,28 @@ def prune_cache(
         swept=tuple(p for p, _ in swept),
         swept_bytes=sum(n for _, n in swept),
     )
+
+
+def set_aside(cache: BlobCache, path: Path, expected: os.stat_result, reason: str) -> Path | None:
+    """Move a bad file out of ``blobs/`` into ``quarantine/``; return where it went.
+
+    Only the inode that was examined is moved: if a good blob was published
+    at ``path`` in the meantime, it is put back. Layouts keep their links.
+    """
+    target = cache.quarantine_dir / f"{path.parent.name}-{path.name}.{time.time_ns()}"
+    try:
+        cache.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        os.rename(path, target)
+    except OSError as e:
+        log.warning("%s %s but cannot be moved aside: %s", path, reason, e)
+        return None
+    moved = os.lstat(target)
+    if (moved.st_dev, moved.st_ino) != (expected.st_dev, expected.st_ino):
+        try:  # raced with a fresh publish: restore it
+            os.link(target, path)
+        except FileExistsError:
+            pass
+        os.unlink(target)
+        return None
+    log.warning("%s %s; moved to %s", path, reason, target)
+    return target

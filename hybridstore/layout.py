@@ -44,7 +44,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, Final, TypeVar, cast
 import filelock
 
 from . import mediatypes as mt
-from .cache import LOCK_TIMEOUT_ENV, BlobCache, lock_timeout
+from .cache import BlobCache
 from .digest import Digest
 from .errors import (
     ConflictError,
@@ -59,6 +59,7 @@ from .errors import (
 )
 from .fsutil import atomic_write_bytes, fsync_dir, storage_error
 from .linking import TEMP_PREFIX, Linker, LinkMode
+from .locking import acquire_visibly
 from .model import (
     ANNOTATION_CONTAINERD_NAME,
     ANNOTATION_REF_NAME,
@@ -404,16 +405,13 @@ class OCILayout:
         """Hold ``index.json``'s lock (one process and thread at a time); gc holds it too."""
         lock_path = self.root / INDEX_LOCK_FILE
         _refuse_symlink(lock_path, INDEX_LOCK_FILE)
-        timeout = lock_timeout()
         with self._thread_lock:
-            lock = filelock.FileLock(lock_path, timeout=timeout, poll_interval=_LOCK_POLL)
+            lock = filelock.FileLock(lock_path)
             try:
-                lock.acquire()
-            except filelock.Timeout:
-                raise LockTimeoutError(
-                    f"index.json of {self.root} stayed locked by another process for "
-                    f"{timeout:g}s; retry, or raise {LOCK_TIMEOUT_ENV}"
-                ) from None
+                what = f"{INDEX_FILE} of {self.root}"
+                acquire_visibly(lock, what, lock_path, log, poll_interval=_LOCK_POLL)
+            except LockTimeoutError:  # a TimeoutError, hence an OSError: not a storage problem
+                raise
             except OSError as e:
                 raise StorageError(f"cannot lock {lock_path}: {e.strerror or e}") from e
             try:

@@ -27,7 +27,7 @@ from test_cache_support import (
     write_blob_file,
 )
 
-import hybridstore.cache as cache_mod
+import hybridstore.ingest_file as ingest_file
 from hybridstore.cache import BlobCache
 from hybridstore.digest import Digest
 from hybridstore.errors import (
@@ -238,7 +238,7 @@ def test_enospc_mid_write_is_one_clear_error(
         budget[0] -= n
         return n
 
-    monkeypatch.setattr(cache_mod, "_write", full_disk)
+    monkeypatch.setattr(ingest_file, "write_some", full_disk)
     with pytest.raises(StorageError) as e:
         BlobCache(tmp_path).ingest(DIGEST, len(DATA), RecordingSource(DATA))
     msg = str(e.value)
