@@ -72,7 +72,8 @@ from .errors import (
     NotFoundError,
 )
 from .fsutil import fsync_dir, storage_error
-from .layout import LAYOUT_VERSION, OCILayout, names_of
+from .layout import LAYOUT_VERSION, OCILayout
+from .layout_refs import names_of
 from .linking import LinkMode
 from .model import Descriptor, Index, parse_document
 

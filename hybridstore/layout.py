@@ -32,12 +32,10 @@ import errno
 import json
 import logging
 import os
-import re
 import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Final, TypeVar, cast
 
@@ -58,10 +56,16 @@ from .errors import (
     StorageError,
 )
 from .fsutil import atomic_write_bytes, fsync_dir, storage_error
-from .linking import TEMP_PREFIX, Linker, LinkMode
+from .layout_refs import (
+    IndexEntry,
+    check_name,
+    find_entries,
+    named_descriptor,
+    one_descriptor,
+)
+from .linking import Linker, LinkMode
 from .locking import acquire_visibly
 from .model import (
-    ANNOTATION_CONTAINERD_NAME,
     ANNOTATION_REF_NAME,
     Descriptor,
     Index,
@@ -80,9 +84,6 @@ __all__ = [
     "LAYOUT_FILE",
     "LAYOUT_VERSION",
     "OCILayout",
-    "follows_ref_grammar",
-    "is_temp_name",
-    "names_of",
     "read_layout_file",
 ]
 
@@ -109,13 +110,6 @@ _MAX_INDEX_BYTES: Final = 64 << 20
 _MAX_LAYOUT_FILE_BYTES: Final = 64 << 10
 # Documents (manifests, indexes) larger than this are not parsed while walking.
 _MAX_DOCUMENT_BYTES: Final = 4 << 20
-
-# The image spec's ref.name grammar; names outside it are stored with a warning.
-_REF_NAME: Final = re.compile(
-    r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*(?:/[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*)*",
-    re.ASCII,
-)
-_TAG: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}", re.ASCII)
 
 _T = TypeVar("_T")
 
@@ -171,107 +165,6 @@ def _write_atomic(path: Path, data: bytes, what: str, *, replace: bool = True) -
         if isinstance(e, HybridstoreError):
             raise
         raise storage_error(e, "write", path) from e
-
-
-def is_temp_name(name: str) -> bool:
-    """Our temp files: linking's, and ``atomic_write_bytes``' ``.<name>.<random>.tmp``."""
-    return name.startswith(TEMP_PREFIX) or (name.startswith(".") and name.endswith(".tmp"))
-
-
-def _tag_of(name: str) -> str | None:
-    """The tag part of a full reference name (``reg/app:1.2`` -> ``1.2``)."""
-    base = name.split("@", 1)[0]
-    colon = base.rfind(":")
-    if colon <= base.rfind("/") or "/" not in base:
-        return None
-    return base[colon + 1 :]
-
-
-def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not name or name != name.strip():
-        raise InvalidInputError(f"invalid ref name {name!r}: must be non-empty, no outer spaces")
-    if len(name) > 1024 or any(ord(c) < 0x20 or c == "\x7f" for c in name):
-        raise InvalidInputError(
-            f"invalid ref name {name[:100]!r}: too long or contains control characters"
-        )
-    if not follows_ref_grammar(name):
-        log.warning(
-            "ref name %r does not follow the image spec's ref.name grammar; "
-            "some tools may not find it",
-            name,
-        )
-    return name
-
-
-# --- names ---------------------------------------------------------------------------------
-
-
-def names_of(desc: Descriptor) -> tuple[str, ...]:
-    """An index.json entry's names, fullest first: containerd's full name, then ``ref.name``."""
-    ann = desc.annotations
-    both = (ann.get(ANNOTATION_CONTAINERD_NAME), ann.get(ANNOTATION_REF_NAME))
-    return tuple(dict.fromkeys(n for n in both if n))
-
-
-def follows_ref_grammar(name: str) -> bool:
-    """Whether ``name`` follows the image spec's ``ref.name`` grammar."""
-    return _REF_NAME.fullmatch(name) is not None
-
-
-# --- index.json entries ---------------------------------------------------------------------
-
-
-@dataclass
-class _Entry:
-    """One ``index.json`` descriptor: its raw JSON (kept verbatim) and parsed form."""
-
-    raw: dict[str, Any]
-    desc: Descriptor
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return names_of(self.desc)
-
-    @property
-    def name(self) -> str | None:
-        """The fullest name: containerd's full name when present, else ``ref.name``."""
-        names = self.names
-        return names[0] if names else None
-
-
-def _named_descriptor(desc: Descriptor, name: str) -> Descriptor:
-    ann = {
-        k: v
-        for k, v in desc.annotations.items()
-        if k not in (ANNOTATION_REF_NAME, ANNOTATION_CONTAINERD_NAME)
-    }
-    ann[ANNOTATION_REF_NAME] = name
-    if "/" in name:  # containerd only understands full references
-        ann[ANNOTATION_CONTAINERD_NAME] = name
-    return desc.with_annotations(ann)
-
-
-def _find(entries: list[_Entry], name: str) -> list[int]:
-    """Indices of the entries ``name`` refers to: exact names, else an unambiguous tag."""
-    exact = [i for i, e in enumerate(entries) if name in e.names]
-    if exact or not _TAG.fullmatch(name):
-        return exact
-    by_tag = [i for i, e in enumerate(entries) if any(_tag_of(n) == name for n in e.names)]
-    full_names = {entries[i].name for i in by_tag}
-    if len(full_names) > 1:
-        shown = ", ".join(sorted(n for n in full_names if n))
-        raise ConflictError(f"tag {name!r} is ambiguous in this layout ({shown}); use a full name")
-    return by_tag
-
-
-def _one(entries: list[_Entry], idx: list[int], name: str) -> Descriptor:
-    digests = {str(entries[i].desc.digest) for i in idx}
-    if len(digests) > 1:
-        raise ConflictError(
-            f"index.json has {len(idx)} entries named {name!r} with different digests "
-            f"({', '.join(sorted(digests))}); fix it with `hybridstore tag` or `untag`"
-        )
-    return entries[idx[-1]].desc
 
 
 # --- the layout -----------------------------------------------------------------------------
@@ -419,7 +312,7 @@ class OCILayout:
             finally:
                 lock.release()
 
-    def _read_index(self) -> tuple[dict[str, Any], list[_Entry]]:
+    def _read_index(self) -> tuple[dict[str, Any], list[IndexEntry]]:
         raw = _read_file(self.index_path, INDEX_FILE, _MAX_INDEX_BYTES)
         try:
             doc = json.loads(raw)
@@ -430,7 +323,7 @@ class OCILayout:
         entries = []
         for i, item in enumerate(doc["manifests"]):
             desc = Descriptor.from_json(item, f"{INDEX_FILE} manifests[{i}]")
-            entries.append(_Entry(item, desc))
+            entries.append(IndexEntry(item, desc))
         return doc, entries
 
     def _write_index(self, doc: dict[str, Any], *, replace: bool = True) -> None:
@@ -454,7 +347,7 @@ class OCILayout:
             except OSError as e:
                 raise storage_error(e, "sync", entry.path) from e
 
-    def _update_index(self, change: Callable[[list[_Entry]], _T]) -> _T:
+    def _update_index(self, change: Callable[[list[IndexEntry]], _T]) -> _T:
         """Run ``change`` on the entries under the lock; write them back if it changed any."""
         with self.locked():
             doc, entries = self._read_index()
@@ -477,15 +370,15 @@ class OCILayout:
     def resolve(self, ref: str) -> Descriptor:
         """The descriptor ``ref`` names: a full name, an unambiguous tag, or a digest."""
         entries = self._read_index()[1]
-        idx = _find(entries, ref)
+        idx = find_entries(entries, ref)
         if idx:
-            return _one(entries, idx, ref)
+            return one_descriptor(entries, idx, ref)
         with contextlib.suppress(InvalidDigestError):
             return self._resolve_digest(Digest.parse(ref), entries)
         known = ", ".join(sorted(e.name for e in entries if e.name)[:10]) or "none"
         raise NotFoundError(f"no ref {ref!r} in layout {self.root} (refs: {known})")
 
-    def _resolve_digest(self, digest: Digest, entries: list[_Entry]) -> Descriptor:
+    def _resolve_digest(self, digest: Digest, entries: list[IndexEntry]) -> Descriptor:
         for e in reversed(entries):
             if e.desc.digest == digest:
                 return e.desc
@@ -516,9 +409,9 @@ class OCILayout:
         With ``replace=False`` a name that already points at another digest is a
         ``ConflictError`` (checked under the lock, so nothing is tagged).
         """
-        named = [_named_descriptor(desc, _check_name(name)) for desc, name in items]
+        named = [named_descriptor(desc, check_name(name)) for desc, name in items]
 
-        def change(entries: list[_Entry]) -> None:
+        def change(entries: list[IndexEntry]) -> None:
             for new in named:  # checked under the lock, so a concurrent gc cannot interleave
                 if not self.exists(new):
                     raise NotFoundError(
@@ -533,15 +426,15 @@ class OCILayout:
                         "pass --overwrite to replace it (nothing was tagged)"
                     )
                 entries[:] = [e for e in entries if name not in e.names]
-                entries.append(_Entry(new.to_json(), new))
+                entries.append(IndexEntry(new.to_json(), new))
 
         self._update_index(change)
 
     def untag(self, ref: str) -> Descriptor:
         """Remove the entry (entries) ``ref`` names; returns what it pointed to."""
 
-        def change(entries: list[_Entry]) -> Descriptor:
-            idx = _find(entries, ref)
+        def change(entries: list[IndexEntry]) -> Descriptor:
+            idx = find_entries(entries, ref)
             if not idx:
                 raise NotFoundError(f"no ref {ref!r} in layout {self.root}")
             removed = entries[idx[-1]].desc

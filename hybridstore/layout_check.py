@@ -22,6 +22,7 @@ from . import mediatypes as mt
 from .digest import Digest
 from .errors import HybridstoreError, InvalidDocumentError, NotFoundError, StorageError
 from .fsutil import fsync_dir
+from .linking import TEMP_PREFIX
 from .model import Descriptor, Index, parse_document
 
 if TYPE_CHECKING:
@@ -178,7 +179,6 @@ def gc_layout(layout: OCILayout, *, dry_run: bool, grace: float) -> GcReport:
     they were linked, cloned or copied in) is less than ``grace`` seconds ago
     are kept: a running pull links blobs before it tags them.
     """
-    from .layout import is_temp_name
 
     report = GcReport(dry_run=dry_run)
     with layout.locked():
@@ -267,13 +267,13 @@ def verify_layout(layout: OCILayout) -> VerifyReport:
 
 
 def _names(desc: Descriptor) -> tuple[str, ...]:
-    from .layout import names_of
+    from .layout_refs import names_of
 
     return names_of(desc)
 
 
 def _check_names(entries: list[Descriptor], report: VerifyReport) -> None:
-    from .layout import follows_ref_grammar
+    from .layout_refs import follows_ref_grammar
 
     by_name: dict[str, set[str]] = {}
     for e in entries:
@@ -351,7 +351,7 @@ def _verify_document(
 
 
 def _list_rest(layout: OCILayout, reached: set[Digest], report: VerifyReport) -> None:
-    from .layout import BLOBS_DIR, INDEX_FILE, INDEX_LOCK_FILE, LAYOUT_FILE, is_temp_name
+    from .layout import BLOBS_DIR, INDEX_FILE, INDEX_LOCK_FILE, LAYOUT_FILE
 
     blobs = layout.blobs_path
     if blobs.is_dir() and not blobs.is_symlink():
@@ -372,3 +372,8 @@ def _list_rest(layout: OCILayout, reached: set[Digest], report: VerifyReport) ->
             report.foreign.append(rel)
         elif digest not in reached:
             report.unreferenced.append(str(digest))
+
+
+def is_temp_name(name: str) -> bool:
+    """Our temp files: linking's, and ``atomic_write_bytes``' ``.<name>.<random>.tmp``."""
+    return name.startswith(TEMP_PREFIX) or (name.startswith(".") and name.endswith(".tmp"))

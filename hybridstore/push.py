@@ -25,7 +25,8 @@ from .cache import BlobCache
 from .copy import Copier, copy_options
 from .endpoints.base import Progress
 from .errors import InvalidInputError
-from .layout import OCILayout, names_of
+from .layout import OCILayout
+from .layout_refs import names_of
 from .locator import Location, explicit_reference
 from .model import Platform
 from .reference import Reference

@@ -56,7 +56,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from . import mediatypes as mt
 from .digest import Digest
 from .errors import HybridstoreError, InvalidDigestError, InvalidInputError
-from .layout import OCILayout, names_of
+from .layout import OCILayout
+from .layout_refs import names_of
 from .model import Descriptor, Index, Manifest, parse_document
 from .reference import Reference, is_valid_tag
 

@@ -23,7 +23,8 @@ from .. import mediatypes as mt
 from ..cache import CHUNK_SIZE, BlobCache, BlobSource
 from ..digest import Digest
 from ..errors import InvalidReferenceError, NotFoundError
-from ..layout import OCILayout, names_of
+from ..layout import OCILayout
+from ..layout_refs import names_of
 from ..linking import LinkMode
 from ..locator import explicit_reference
 from ..model import Descriptor, Index, Manifest
