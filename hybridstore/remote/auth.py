@@ -16,16 +16,14 @@ ever logged or put in an error message.
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urljoin
 
 import requests
 from requests.auth import AuthBase
@@ -34,6 +32,13 @@ from requests.utils import get_environ_proxies
 from ..errors import AuthError, NetworkError, RegistryError
 from .challenge import Challenge, parse_challenges
 from .credentials import Credential
+from .safety import (
+    check_realm,
+    is_local_host,
+    origin_of,
+    redact_headers,
+    redact_url,
+)
 
 __all__ = [
     "Authenticator",
@@ -55,9 +60,6 @@ MAX_TOKEN_RESPONSE: Final = 128 * 1024  # oras-go's cap; a token is a few KiB
 CLIENT_ID: Final = "hybridstore"
 _MAX_HOPS: Final = 5
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
-_SECRET_HEADERS: Final = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-registry-auth"}
-)
 _HUB_ENDPOINTS: Final = frozenset({"registry-1.docker.io", "index.docker.io", "docker.io"})
 
 
@@ -87,82 +89,6 @@ def merge_scopes(*scopes: str) -> list[str]:
 
 def _scope_key(scope: str) -> str:
     return " ".join(merge_scopes(scope))
-
-
-def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """A copy of ``headers`` fit for a log line: credential-bearing values hidden."""
-    return {k: ("<redacted>" if k.lower() in _SECRET_HEADERS else v) for k, v in headers.items()}
-
-
-def _redact_url(url: str) -> str:
-    """Scheme, host and path only: userinfo and query strings never reach a log."""
-    p = urlsplit(url)
-    host = p.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if p.port:
-        host = f"{host}:{p.port}"
-    return f"{p.scheme}://{host}{p.path}"
-
-
-def _ip_is_local(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return ip.is_loopback or ip.is_link_local or ip.is_unspecified
-
-
-def is_local_host(host: str, *, resolve: bool = True) -> bool:
-    """Loopback, link-local (169.254.169.254 included) or unspecified; ``localhost``
-    names. With ``resolve``, a name counts as local when it resolves to such an
-    address (regclient's rule). Private ranges are not "local": company
-    registries and their token servers live there."""
-    host = host.strip("[]").lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return _ip_is_local(ipaddress.ip_address(host))
-    except ValueError:
-        pass
-    if not resolve or not host:
-        return False
-    try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError):
-        return False
-    for info in infos:
-        try:
-            if _ip_is_local(ipaddress.ip_address(str(info[4][0]).split("%")[0])):
-                return True
-        except ValueError:
-            continue
-    return False
-
-
-def _host_of(netloc: str) -> str:
-    return urlsplit(f"//{netloc}").hostname or netloc
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    p = urlsplit(url)
-    port = p.port or {"https": 443, "http": 80}.get(p.scheme)
-    return p.scheme, (p.hostname or "").lower(), port
-
-
-def check_realm(realm: str, registry: str, scheme: str) -> None:
-    """Raise AuthError unless a token realm (or a redirect of it) is safe to contact
-    for ``registry`` reached over ``scheme``."""
-    p = urlsplit(realm)
-    shown = _redact_url(realm) if p.scheme and p.hostname else repr(realm[:100])
-    if p.scheme not in ("http", "https") or not p.hostname:
-        raise AuthError(f"registry {registry} sent an invalid token realm {shown}")
-    if scheme == "https" and p.scheme != "https":
-        raise AuthError(
-            f"refusing token realm {shown} from https registry {registry}: "
-            "credentials are never sent over plain http"
-        )
-    if is_local_host(p.hostname) and not is_local_host(_host_of(registry)):
-        raise AuthError(
-            f"refusing token realm {shown} from registry {registry}: it points to a local "
-            "address and the registry is not local"
-        )
 
 
 def _login_name(registry: str) -> str:
@@ -273,7 +199,7 @@ class Authenticator:
 
     def on_unauthorized(self, response: requests.Response, scope: str) -> str:
         """Answer a 401: the Authorization value to retry the request with."""
-        self._check_origin(response)
+        self._checkorigin_of(response)
         challenges = parse_challenges(response.headers.get("WWW-Authenticate", ""))
         by_scheme = {c.scheme: c for c in reversed(challenges)}  # first of each wins
         sent = response.request.headers.get("Authorization") if response.request else None
@@ -317,14 +243,14 @@ class Authenticator:
             return f"as user {cred.username!r}"
         return "with the stored identity token"
 
-    def _check_origin(self, response: requests.Response) -> None:
+    def _checkorigin_of(self, response: requests.Response) -> None:
         """A 401 is answered only for the registry itself, never for a redirect target
         (CVE-2020-15157: foreign hosts must not harvest our credentials)."""
-        got = _origin(response.url)
-        want = _origin(f"{self.scheme}://{self.registry}/")
+        got = origin_of(response.url)
+        want = origin_of(f"{self.scheme}://{self.registry}/")
         if got != want:
             raise AuthError(
-                f"refusing to authenticate to {_redact_url(response.url)}: it is not the "
+                f"refusing to authenticate to {redact_url(response.url)}: it is not the "
                 f"registry {self.registry}"
             )
 
@@ -386,7 +312,7 @@ class Authenticator:
             "auth: token for %s scope %r from %s (%s)",
             self.registry,
             " ".join(scopes),
-            _redact_url(realm),
+            redact_url(realm),
             "anonymous" if cred is None else "with credentials",
         )
         if cred is not None and cred.identity_token:
@@ -425,7 +351,7 @@ class Authenticator:
     ) -> tuple[requests.Response, bytes]:
         """One token call, redirects followed by hand: a redirect must pass the realm
         checks, and credentials (header or form) never leave the realm's origin."""
-        origin = _origin(url)
+        origin = origin_of(url)
         for _ in range(_MAX_HOPS + 1):
             try:
                 resp = self._session.request(
@@ -442,26 +368,26 @@ class Authenticator:
                 body = _read_capped(resp)
             except requests.exceptions.SSLError:
                 raise NetworkError(
-                    f"TLS verification of token server {_redact_url(url)} failed "
+                    f"TLS verification of token server {redact_url(url)} failed "
                     f"(registry {self.registry}): use --ca-file or --insecure"
                 ) from None
             except (requests.ConnectionError, requests.Timeout) as e:
                 raise NetworkError(
-                    f"cannot reach token server {_redact_url(url)} for {self.registry}: "
+                    f"cannot reach token server {redact_url(url)} for {self.registry}: "
                     f"{type(e).__name__}"
                 ) from None
             if resp.status_code not in _REDIRECTS:
                 return resp, body
             location = resp.headers.get("Location")
             if not location:
-                raise RegistryError(f"token server {_redact_url(url)} redirected without Location")
+                raise RegistryError(f"token server {redact_url(url)} redirected without Location")
             url = urljoin(url, location)
             check_realm(url, self.registry, "https" if origin[0] == "https" else self.scheme)
-            if _origin(url) != origin:
+            if origin_of(url) != origin:
                 if form is not None:
                     raise AuthError(
                         f"token server for {self.registry} redirected a credential POST to "
-                        f"another host ({_redact_url(url)}); refusing to resend it"
+                        f"another host ({redact_url(url)}); refusing to resend it"
                     )
                 header = None  # credentials stay with the realm's host
             if resp.status_code == 303:
@@ -471,7 +397,7 @@ class Authenticator:
     def _parse_token(
         self, resp: requests.Response, body: bytes, scopes: list[str]
     ) -> tuple[str, float]:
-        host = _redact_url(resp.url)
+        host = redact_url(resp.url)
         if resp.status_code in (401, 403):
             message = _server_message(resp, body, self._secrets)
             if self._credential is None:
@@ -514,7 +440,7 @@ def _read_capped(resp: requests.Response) -> bytes:
             size += len(chunk)
             if size > MAX_TOKEN_RESPONSE:
                 raise RegistryError(
-                    f"token server {_redact_url(resp.url)} sent more than "
+                    f"token server {redact_url(resp.url)} sent more than "
                     f"{MAX_TOKEN_RESPONSE // 1024} KiB; refusing it"
                 )
     finally:
@@ -578,7 +504,7 @@ def _ping(
     verify: bool | str,
 ) -> requests.Response:
     """GET /v2/ following same-origin redirects only (credentials stay home)."""
-    origin = _origin(url)
+    origin = origin_of(url)
     for _ in range(_MAX_HOPS + 1):
         try:
             resp = session.get(
@@ -602,9 +528,9 @@ def _ping(
         if resp.status_code not in _REDIRECTS:
             return resp
         target = urljoin(url, resp.headers.get("Location", ""))
-        if _origin(target) != origin:
+        if origin_of(target) != origin:
             raise RegistryError(
-                f"{registry} redirected /v2/ to another host ({_redact_url(target)}); refusing"
+                f"{registry} redirected /v2/ to another host ({redact_url(target)}); refusing"
             )
         url = target
     raise RegistryError(f"{registry}: more than {_MAX_HOPS} redirects on /v2/")

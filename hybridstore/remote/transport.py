@@ -23,8 +23,9 @@ from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
 from ..errors import AuthError, NetworkError, NotFoundError, RegistryError
-from .auth import Authenticator, is_local_host
+from .auth import Authenticator
 from .credentials import Credential
+from .safety import is_local_host, redact_url
 
 __all__ = ["TransportOptions", "RegistryTransport", "new_session", "retry_after_seconds"]
 
@@ -163,7 +164,7 @@ class RegistryTransport:
             except (requests.ConnectionError, requests.Timeout) as e:
                 if not self._may_retry(attempt, deadline, body is None or method == "GET"):
                     raise NetworkError(
-                        f"{method} {_redact(url)}: cannot reach {self.registry}: "
+                        f"{method} {redact_url(url)}: cannot reach {self.registry}: "
                         f"{type(e).__name__}; check the address, network and --plain-http"
                     ) from None
                 self._backoff(attempt, None)
@@ -171,7 +172,7 @@ class RegistryTransport:
                 continue
             if resp.status_code in _RETRY_STATUS and self._may_retry(attempt, deadline, True):
                 wait = retry_after_seconds(resp.headers.get("Retry-After"), self.options.retry_cap)
-                log.debug("%s %s -> %d, retrying", method, _redact(url), resp.status_code)
+                log.debug("%s %s -> %d, retrying", method, redact_url(url), resp.status_code)
                 resp.close()
                 self._backoff(attempt, wait)
                 attempt += 1
@@ -190,7 +191,7 @@ class RegistryTransport:
         time.sleep(wait)
 
     def _error(self, method: str, url: str, scope: str, resp: requests.Response) -> Exception:
-        where = f"{method} {_redact(url)}"
+        where = f"{method} {redact_url(url)}"
         msg = registry_error_message(resp)
         resp.close()
         challenge = resp.headers.get("WWW-Authenticate", "")
@@ -241,7 +242,7 @@ class RegistryTransport:
         stream: bool,
         body: Callable[[], Body | None] | None,
     ) -> requests.Response:
-        log.debug("%s %s", method, _redact(url))
+        log.debug("%s %s", method, redact_url(url))
         return self.session.request(
             method,
             url,
@@ -269,17 +270,17 @@ class RegistryTransport:
             location = resp.headers.get("Location")
             resp.close()
             if not location:
-                raise RegistryError(f"{method} {_redact(url)}: redirect without Location")
+                raise RegistryError(f"{method} {redact_url(url)}: redirect without Location")
             url = urljoin(url, location)
             target = urlsplit(url)
             if target.scheme not in ("http", "https"):
-                raise RegistryError(f"refusing redirect to non-HTTP URL {_redact(url)}")
+                raise RegistryError(f"refusing redirect to non-HTTP URL {redact_url(url)}")
             if origin.scheme == "https" and target.scheme != "https":
                 raise RegistryError(
-                    f"refusing redirect from https to {target.scheme}: {_redact(url)}"
+                    f"refusing redirect from https to {target.scheme}: {redact_url(url)}"
                 )
             if not self.local and is_local_host(target.hostname or ""):
-                raise RegistryError(f"refusing redirect to a local address: {_redact(url)}")
+                raise RegistryError(f"refusing redirect to a local address: {redact_url(url)}")
             same = (target.scheme, target.netloc) == (origin.scheme, origin.netloc)
             h = dict(headers)
             if same and auth_header:
@@ -289,12 +290,3 @@ class RegistryTransport:
                 return resp
         resp.close()
         raise RegistryError(f"{method}: more than {_MAX_REDIRECTS} redirects")
-
-
-def _redact(url: str) -> str:
-    """URL without query string or userinfo (upload URLs carry secrets in ``_state``)."""
-    p = urlsplit(url)
-    host = p.hostname or ""
-    if p.port:
-        host = f"{host}:{p.port}"
-    return f"{p.scheme}://{host}{p.path}"
