@@ -12,7 +12,7 @@ here are cache-backed; a copy between two repositories of one registry mounts
 blobs instead of moving them; between registries, blobs pass through the
 shared cache (verified there, and replayable if an upload must be retried).
 An ``oci-archive:`` end goes through a temporary layout beside the cache:
-imported from (``archive.import_archive``, every blob verified) or exported to
+imported from (``archive_import.import_archive``, every blob verified) or exported to
 (``archive.export_to_path``, written complete or not at all).
 """
 
@@ -161,7 +161,7 @@ class Copier:
         if loc.kind == "archive":
             if stack is None:
                 raise InvalidInputError(f"{loc}: an archive source needs a staging area")
-            from .archive import import_archive
+            from .archive_import import import_archive
 
             path = self._staging(stack, "import")
             import_archive(loc.path, path, cache=self.cache, link_mode=self.link_mode)

@@ -16,13 +16,8 @@ from pathlib import Path
 import pytest
 from support.oci_builder import LayoutBuilder
 
-from hybridstore.archive import (
-    ImportLimits,
-    compression_for,
-    export_layout,
-    export_to_path,
-    import_archive,
-)
+from hybridstore.archive import compression_for, export_layout, export_to_path
+from hybridstore.archive_import import ImportLimits, import_archive
 from hybridstore.cache import BlobCache
 from hybridstore.errors import (
     ConflictError,

@@ -150,7 +150,7 @@ def import_(opts: GlobalOptions, /, archive: str, **kw: Any) -> None:
     layout; refs are tagged only after the whole archive checked out, all in
     one index.json update. Archives written by skopeo (oci-archive:) work too.
     """
-    from ..archive import ImportLimits, import_archive
+    from ..archive_import import ImportLimits, import_archive
 
     limits = ImportLimits(
         max_entries=kw["max_entries"],
