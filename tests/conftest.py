@@ -23,6 +23,8 @@ import itertools
 import os
 import re
 import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -118,3 +120,24 @@ def skopeo_bin() -> str:
 @pytest.fixture(scope="session")
 def umoci_bin() -> str:
     return require_binary("umoci")
+
+
+@pytest.fixture
+def other_fs(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a different filesystem than ``tmp_path`` (/dev/shm, or a tmpfs
+    mounted for the test when root), for cross-device link tests."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK) and os.stat(shm).st_dev != os.stat(tmp_path).st_dev:
+        d = Path(tempfile.mkdtemp(prefix="hs-other-fs-", dir=shm))
+        yield d
+        shutil.rmtree(d, ignore_errors=True)
+        return
+    if os.geteuid() != 0:
+        pytest.skip("needs /dev/shm on another filesystem than the temp dir, or root to mount one")
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -51,26 +51,6 @@ def scratch(tmp_path: Path) -> LayoutBuilder:
     return LayoutBuilder(tmp_path / "scratch")
 
 
-@pytest.fixture
-def other_fs(tmp_path: Path) -> Iterator[Path]:
-    """A directory on another filesystem than ``tmp_path`` (tmpfs)."""
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK) and os.stat(shm).st_dev != os.stat(tmp_path).st_dev:
-        d = Path(tempfile.mkdtemp(prefix="hs-layout-", dir=shm))
-        yield d
-        shutil.rmtree(d, ignore_errors=True)
-        return
-    if os.geteuid() != 0:
-        pytest.skip("needs /dev/shm on another filesystem than the temp dir, or root to mount one")
-    mnt = tmp_path / "tmpfs"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], check=True)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 @pytest.fixture(scope="module")
 def xfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A real XFS with reflink=1 on a loop device (root only)."""

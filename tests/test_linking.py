@@ -10,11 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import shutil
 import stat
-import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,27 +42,6 @@ def dst_dir(tmp_path: Path) -> Path:
     d = tmp_path / "layout" / "blobs" / "sha256"
     d.mkdir(parents=True)
     return d
-
-
-@pytest.fixture
-def other_fs(tmp_path: Path) -> Iterator[Path]:
-    """A directory on a different filesystem than ``tmp_path``."""
-    here = os.stat(tmp_path).st_dev
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK) and os.stat(shm).st_dev != here:
-        d = Path(tempfile.mkdtemp(prefix="hs-linking-", dir=shm))
-        yield d
-        shutil.rmtree(d, ignore_errors=True)
-        return
-    if os.geteuid() != 0:
-        pytest.skip("needs /dev/shm on another filesystem than the temp dir, or root to mount one")
-    mnt = tmp_path / "tmpfs"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], check=True)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 # --- FICLONE ---------------------------------------------------------------------------------
