@@ -10,13 +10,15 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
-from support.oci_builder import Built, LayoutBuilder, push_built
+from support.faultproxy import FaultProxy
+from support.oci_builder import Built, LayoutBuilder, SampleContent, push_built
 from support.registry import Registry
 
 from hybridstore.errors import DigestMismatchError, NetworkError, NotFoundError
 from hybridstore.layout import OCILayout
 from hybridstore.pull import pull
 from hybridstore.remote.transport import TransportOptions
+from hybridstore.transfer import CopyResult
 
 pytestmark = pytest.mark.registry
 
@@ -205,16 +207,21 @@ def big_image(
     return f"{repo_name}:v1", built.digest, built.layers[0].digest
 
 
+def pull_through(proxy: FaultProxy, path: str, layout: Path, cache: Path) -> CopyResult:
+    """Pull ``repo:tag`` ``path`` through the fault proxy in front of the registry."""
+    host = proxy.url.split("://", 1)[1]
+    return pull(f"{host}/{path}", layout=layout, cache=cache, transport=PLAIN)
+
+
 def test_truncated_blob_is_resumed_with_range(
-    fault_proxy,
+    fault_proxy: FaultProxy,
     big_image: tuple[str, str, str],
     tmp_cache: Path,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
 ) -> None:
     path, digest, layer = big_image
     fault = fault_proxy.truncate(f"/blobs/{layer}", after_bytes=1 << 20, method="GET")
-    host = fault_proxy.url.split("://", 1)[1]
-    res = pull(f"{host}/{path}", layout=tmp_path / "l", cache=tmp_cache, transport=PLAIN)
+    res = pull_through(fault_proxy, path, tmp_path / "l", tmp_cache)
     assert res.digest == digest and fault.hits == 1
     ranged = [r for r in fault_proxy.requests if layer in r.path and r.headers.get("Range")]
     assert ranged and ranged[0].headers["Range"] == f"bytes={1 << 20}-"
@@ -222,69 +229,65 @@ def test_truncated_blob_is_resumed_with_range(
 
 
 def test_server_ignoring_range_still_gives_a_correct_blob(
-    fault_proxy,
+    fault_proxy: FaultProxy,
     big_image: tuple[str, str, str],
     tmp_cache: Path,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
 ) -> None:
     path, digest, layer = big_image
     fault_proxy.truncate(f"/blobs/{layer}", after_bytes=1 << 20, method="GET")
     fault_proxy.ignore_range(f"/blobs/{layer}")
-    host = fault_proxy.url.split("://", 1)[1]
-    res = pull(f"{host}/{path}", layout=tmp_path / "l", cache=tmp_cache, transport=PLAIN)
+    res = pull_through(fault_proxy, path, tmp_path / "l", tmp_cache)
     assert res.digest == digest
     assert layer in blob_files(tmp_path / "l")
 
 
 def test_5xx_and_429_are_retried(
-    fault_proxy,
+    fault_proxy: FaultProxy,
     big_image: tuple[str, str, str],
     tmp_cache: Path,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
 ) -> None:
     path, digest, layer = big_image
     seq = fault_proxy.fail_sequence("/manifests/", [500, 503])
     tmr = fault_proxy.too_many_requests(f"/blobs/{layer}", retry_after="0")
-    host = fault_proxy.url.split("://", 1)[1]
-    res = pull(f"{host}/{path}", layout=tmp_path / "l", cache=tmp_cache, transport=PLAIN)
+    res = pull_through(fault_proxy, path, tmp_path / "l", tmp_cache)
     assert res.digest == digest
     assert all(f.hits == 1 for f in seq) and tmr.hits == 1
 
 
 def test_endless_503_fails_cleanly_without_tagging(
-    fault_proxy,
+    fault_proxy: FaultProxy,
     big_image: tuple[str, str, str],
     tmp_cache: Path,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
 ) -> None:
     path, _, layer = big_image
     fault_proxy.fail(f"/blobs/{layer}", 503, times=None)
-    host = fault_proxy.url.split("://", 1)[1]
     with pytest.raises(NetworkError):
-        pull(f"{host}/{path}", layout=tmp_path / "l", cache=tmp_cache, transport=PLAIN)
+        pull_through(fault_proxy, path, tmp_path / "l", tmp_cache)
     assert not (tmp_path / "l" / "index.json").exists() or ref_names(tmp_path / "l") == {}
     assert not (tmp_cache / "blobs" / "sha256" / layer.split(":")[1]).exists()
 
 
 def test_redirected_blob_get_sends_no_authorization_to_cdn(
-    fault_proxy,
+    fault_proxy: FaultProxy,
     big_image: tuple[str, str, str],
     tmp_cache: Path,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
 ) -> None:
     path, digest, layer = big_image
     fault_proxy.redirect_to_cdn(f"/blobs/{layer}")
-    host = fault_proxy.url.split("://", 1)[1]
-    res = pull(f"{host}/{path}", layout=tmp_path / "l", cache=tmp_cache, transport=PLAIN)
+    res = pull_through(fault_proxy, path, tmp_path / "l", tmp_cache)
     assert res.digest == digest
     assert fault_proxy.cdn.requests and not fault_proxy.cdn.saw_authorization
 
 
 def test_cli_pull_json_summary_and_bad_reference_exit_code(
     registry: Registry,
-    registry_content,
+    registry_content: SampleContent,
     tmp_cache: Path,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
 ) -> None:
     ref = registry_content.chart.ref
     done = subprocess.run(
