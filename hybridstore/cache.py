@@ -81,6 +81,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BlobCache",
     "BlobSource",
+    "CACHE_HINT",
     "CHUNK_SIZE",
     "DEFAULT_GRACE",
     "IngestResult",
@@ -108,7 +109,7 @@ _CACHEDIR_TAG: Final = (
     b"# This file is a cache directory tag created by hybridstore.\n"
     b"# For information about cache directory tags see https://bford.info/cachedir/\n"
 )
-_CACHE_HINT: Final = "choose another cache with --cache or HYBRIDSTORE_CACHE_DIR"
+CACHE_HINT: Final = "choose another cache with --cache or HYBRIDSTORE_CACHE_DIR"
 
 
 @dataclass(frozen=True)
@@ -132,8 +133,8 @@ def _close_chunks(chunks: Iterable[bytes]) -> None:
 
 def _cache_hint(exc: OSError) -> str:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"free space (hybridstore cache prune) or {_CACHE_HINT}"
-    return _CACHE_HINT
+        return f"free space (hybridstore cache prune) or {CACHE_HINT}"
+    return CACHE_HINT
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -225,7 +226,7 @@ class BlobCache:
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as e:
-            raise storage_error(e, "read", path, _CACHE_HINT) from e
+            raise storage_error(e, "read", path, CACHE_HINT) from e
         try:
             version = json.loads(raw)["cacheLayoutVersion"]
             if not isinstance(version, int) or isinstance(version, bool):
@@ -238,7 +239,7 @@ class BlobCache:
         if version > LAYOUT_VERSION:
             raise StorageError(
                 f"the cache at {self.root} has layout version {version}, newer than this "
-                f"hybridstore understands ({LAYOUT_VERSION}); upgrade hybridstore or {_CACHE_HINT}"
+                f"hybridstore understands ({LAYOUT_VERSION}); upgrade hybridstore or {CACHE_HINT}"
             )
         self._layout_checked = True
         return version
@@ -263,7 +264,7 @@ class BlobCache:
                 if not os.path.lexists(self.root / name):
                     atomic_write_bytes(self.root / name, data, overwrite=False)
         except OSError as e:
-            raise storage_error(e, "set up the cache in", self.root, _CACHE_HINT) from e
+            raise storage_error(e, "set up the cache in", self.root, CACHE_HINT) from e
         self._prepared = True
 
     # -- reading -------------------------------------------------------------------
@@ -283,7 +284,7 @@ class BlobCache:
         except (FileNotFoundError, NotADirectoryError):
             return False
         except OSError as e:
-            raise storage_error(e, "read", path, _CACHE_HINT) from e
+            raise storage_error(e, "read", path, CACHE_HINT) from e
         if not stat.S_ISREG(st.st_mode):
             self.set_aside(path, st, "is not a regular file")
             return False
@@ -294,7 +295,7 @@ class BlobCache:
         except FileNotFoundError:
             return False
         except OSError as e:
-            raise storage_error(e, "read", path, _CACHE_HINT) from e
+            raise storage_error(e, "read", path, CACHE_HINT) from e
         if actual != digest:
             self.set_aside(path, st, f"hashes to {actual}")
         else:
@@ -313,7 +314,7 @@ class BlobCache:
         except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(f"{digest} is not in the cache at {self.root}") from None
         except OSError as e:
-            raise storage_error(e, "open", path, _CACHE_HINT) from e
+            raise storage_error(e, "open", path, CACHE_HINT) from e
         return os.fdopen(fd, "rb")
 
     def stat(self, digest: Digest) -> os.stat_result:
@@ -323,7 +324,7 @@ class BlobCache:
         except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(f"{digest} is not in the cache at {self.root}") from None
         except OSError as e:
-            raise storage_error(e, "read", path, _CACHE_HINT) from e
+            raise storage_error(e, "read", path, CACHE_HINT) from e
 
     def touch(self, digest: Digest) -> None:
         """Record a use of the blob for LRU pruning: set its mtime to now (see module docstring).
@@ -348,7 +349,7 @@ class BlobCache:
             except (FileNotFoundError, NotADirectoryError):
                 continue
             except OSError as e:
-                raise storage_error(e, "list", self.blobs_dir / alg, _CACHE_HINT) from e
+                raise storage_error(e, "list", self.blobs_dir / alg, CACHE_HINT) from e
             for entry in entries:
                 try:
                     digest = Digest.parse(f"{alg}:{entry.name}")

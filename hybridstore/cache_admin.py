@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import filelock
 
+from .cache import CACHE_HINT
 from .digest import SUPPORTED_ALGORITHMS, Digest
 from .errors import InvalidDigestError, InvalidInputError
 from .fsutil import fsync_dir, storage_error
@@ -55,7 +56,6 @@ __all__ = [
 log = logging.getLogger("hybridstore.cache")
 
 _STALE_AFTER = 3600.0  # verify lists ingest files untouched this long as stale
-_HINT = "choose another cache with --cache or HYBRIDSTORE_CACHE_DIR"
 
 
 def _jsonable(value: Any) -> Any:
@@ -189,7 +189,7 @@ def _files(directory: Path) -> Iterator[tuple[os.DirEntry[str], os.stat_result]]
     except (FileNotFoundError, NotADirectoryError):
         return
     except OSError as e:
-        raise storage_error(e, "list", directory, _HINT) from e
+        raise storage_error(e, "list", directory, CACHE_HINT) from e
     for entry in entries:
         try:
             st = entry.stat(follow_symlinks=False)
@@ -294,7 +294,7 @@ def _check_blob(cache: BlobCache, path: Path, digest: Digest, st: os.stat_result
     except FileNotFoundError:
         return None  # pruned while we looked
     except OSError as e:
-        raise storage_error(e, "read", path, _HINT) from e
+        raise storage_error(e, "read", path, CACHE_HINT) from e
     if actual == digest:
         return None
     return BadBlob(path, digest, f"content hashes to {actual}", st.st_nlink - 1)
@@ -384,7 +384,7 @@ def _remove(path: Path) -> None:
     except FileNotFoundError:
         pass
     except OSError as e:
-        raise storage_error(e, "remove", path, _HINT) from e
+        raise storage_error(e, "remove", path, CACHE_HINT) from e
 
 
 def _sweep(cache: BlobCache, cutoff: float, dry_run: bool) -> list[tuple[Path, int]]:
