@@ -36,6 +36,7 @@ from .safety import (
     check_realm,
     is_local_host,
     origin_of,
+    read_capped,
     redact_headers,
     redact_url,
 )
@@ -431,21 +432,17 @@ class Authenticator:
 
 
 def _read_capped(resp: requests.Response) -> bytes:
-    """The body, at most MAX_TOKEN_RESPONSE bytes (a hostile server may stream forever)."""
-    chunks: list[bytes] = []
-    size = 0
+    """The token response, at most MAX_TOKEN_RESPONSE bytes."""
     try:
-        for chunk in resp.iter_content(16384):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_TOKEN_RESPONSE:
-                raise RegistryError(
-                    f"token server {redact_url(resp.url)} sent more than "
-                    f"{MAX_TOKEN_RESPONSE // 1024} KiB; refusing it"
-                )
+        body = read_capped(resp, MAX_TOKEN_RESPONSE)
     finally:
         resp.close()
-    return b"".join(chunks)
+    if body is None:
+        raise RegistryError(
+            f"token server {redact_url(resp.url)} sent more than "
+            f"{MAX_TOKEN_RESPONSE // 1024} KiB; refusing it"
+        )
+    return body
 
 
 # -- login check ------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from ..errors import (
 )
 from ..model import Descriptor, Index, parse_document
 from ..referrers import fallback_tag, filter_referrers, referrers_of_index
+from .safety import read_capped
 from .transport import RegistryTransport
 
 __all__ = ["Repository", "FetchedManifest", "PutManifestResult", "DEFAULT_MANIFEST_LIMIT"]
@@ -415,17 +416,12 @@ def _content_range_start(resp: requests.Response, desc: Descriptor) -> int:
 
 
 def _read_capped(resp: requests.Response, limit: int, what: str) -> bytes:
-    length = resp.headers.get("Content-Length")
-    if length and length.isdigit() and int(length) > limit:
+    body = read_capped(resp, limit)
+    if body is None:
         raise InvalidDocumentError(
-            f"manifest {what} is {length} bytes, over the {limit}-byte limit"
+            f"manifest {what} exceeds the {limit}-byte limit (raise it with --max-manifest-size)"
         )
-    buf = bytearray()
-    for chunk in resp.iter_content(65536):
-        buf += chunk
-        if len(buf) > limit:
-            raise InvalidDocumentError(f"manifest {what} exceeds the {limit}-byte limit")
-    return bytes(buf)
+    return body
 
 
 def _is_digest(reference: str) -> bool:

@@ -1,8 +1,10 @@
-"""Where registry requests and credentials may go, and what may reach a log.
+"""Where registry requests and credentials may go, what may reach a log, and how
+much of a response body we are willing to hold.
 
-Shared by the transport (redirects), the authenticator (token realms, 401
-origins) and the login check: local-address detection, origins, the realm
-rule, and redaction of URLs and headers.
+Shared by the transport (redirects), the repository (manifest caps), the
+authenticator (token realms, 401 origins, token caps) and the login check:
+local-address detection, origins, the realm rule, redaction of URLs and
+headers, and capped body reads.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from collections.abc import Mapping
 from typing import Final
 from urllib.parse import urlsplit
 
+import requests
+
 from ..errors import AuthError
 
 __all__ = [
     "check_realm",
+    "read_capped",
     "host_of",
     "is_local_host",
     "origin_of",
@@ -103,3 +108,18 @@ def check_realm(realm: str, registry: str, scheme: str) -> None:
             f"refusing token realm {shown} from registry {registry}: it points to a local "
             "address and the registry is not local"
         )
+
+
+def read_capped(resp: requests.Response, limit: int) -> bytes | None:
+    """The body of a streamed response, or ``None`` as soon as it is known to exceed
+    ``limit`` bytes (by ``Content-Length`` or while reading: a hostile server may
+    stream forever). The caller closes ``resp`` and names the problem."""
+    length = resp.headers.get("Content-Length")
+    if length and length.isdigit() and int(length) > limit:
+        return None
+    buf = bytearray()
+    for chunk in resp.iter_content(65536):
+        buf += chunk
+        if len(buf) > limit:
+            return None
+    return bytes(buf)
