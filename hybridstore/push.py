@@ -129,7 +129,7 @@ def push_many(
     manifest_limit: int = DEFAULT_MANIFEST_LIMIT,
     progress: Progress | None = None,
 ) -> list[CopyResult]:
-    """Push each ``(ref name, target or None)`` of ``layout``; one pool, one session."""
+    """Push each ``(ref name, target or None)`` of ``layout``; one pool, one HTTP client."""
     options = copy_options(
         platforms=platforms,
         concurrency=concurrency,

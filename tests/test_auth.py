@@ -26,7 +26,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import requests
 from hypothesis import given
 from hypothesis import strategies as st
 from support import LoopbackServer, QuietHandler, free_port
@@ -54,6 +53,7 @@ from hybridstore.remote.auth import (
     repository_scope,
 )
 from hybridstore.remote.credentials import Credential
+from hybridstore.remote.http import HTTPClient, Response
 
 ALICE_PW = "alice-Pw-7d1f!x:secret"  # a colon inside on purpose
 BOB_PW = "bob-Pw-0a9e"
@@ -284,11 +284,11 @@ def new_auth(
     registry: Registry,
     credential: Credential | None,
     clock: Callable[[], float] | None = None,
-    session: requests.Session | None = None,
+    client: HTTPClient | None = None,
 ) -> Authenticator:
     kwargs: dict[str, Any] = {} if clock is None else {"clock": clock}
     return Authenticator(
-        session or requests.Session(),
+        client or HTTPClient(),
         registry.host_port,
         scheme=registry.scheme,
         credential=credential,
@@ -298,24 +298,32 @@ def new_auth(
     )
 
 
+def fetch(url: str, headers: dict[str, str] | None = None) -> Response:
+    """One GET, answer read and closed (what the authenticator is handed)."""
+    with HTTPClient().request("GET", url, headers=headers, timeout=10) as resp:
+        return resp
+
+
 def send(
     auth: Authenticator, url: str, scope: str, method: str = "GET", verify: bool | str = True
-) -> requests.Response:
+) -> Response:
     """What the transport does: cached header, one re-auth after a 401."""
-    session = requests.Session()
+    client = HTTPClient()
     header = auth.header_for(scope)
-    resp = session.request(
+    resp = client.request(
         method,
         url,
         headers={"Authorization": header} if header else {},
         timeout=10,
         verify=verify,
     )
+    resp.close()
     if resp.status_code == 401:
         header = auth.on_unauthorized(resp, scope)
-        resp = session.request(
+        resp = client.request(
             method, url, headers={"Authorization": header}, timeout=10, verify=verify
         )
+        resp.close()
     return resp
 
 
@@ -336,10 +344,10 @@ def test_basic_login_ok_and_bad(basic_registry: Registry) -> None:
 def test_wrong_basic_password_is_not_retried(basic_registry: Registry) -> None:
     auth = new_auth(basic_registry, Credential("alice", "wrong-password"))
     scope = repository_scope("library/hello")
-    first = requests.get(tags_url(basic_registry), timeout=10)
+    first = fetch(tags_url(basic_registry))
     header = auth.on_unauthorized(first, scope)
     assert header.startswith("Basic ") and auth.header_for("any:other:scope") == header
-    second = requests.get(tags_url(basic_registry), headers={"Authorization": header}, timeout=10)
+    second = fetch(tags_url(basic_registry), {"Authorization": header})
     assert second.status_code == 401
     with pytest.raises(AuthError, match="rejected the credentials \\(as user 'alice'\\)"):
         auth.on_unauthorized(second, scope)
@@ -357,7 +365,7 @@ def test_basic_auth_is_reused_for_every_scope(basic_registry: Registry) -> None:
 
 def test_basic_auth_without_credentials(basic_registry: Registry) -> None:
     auth = new_auth(basic_registry, None)
-    resp = requests.get(tags_url(basic_registry), timeout=10)
+    resp = fetch(tags_url(basic_registry))
     with pytest.raises(AuthError, match=r"run 'hybridstore login 127\.0\.0\.1:\d+'"):
         auth.on_unauthorized(resp, repository_scope("library/hello"))
 
@@ -606,7 +614,7 @@ def challenge_route(realm: str) -> Callable[[Seen], Reply]:
 
 def scripted_auth(peer: Scripted, credential: Credential | None, **kw: Any) -> Authenticator:
     return Authenticator(
-        requests.Session(),
+        HTTPClient(),
         peer.host_port,
         scheme="http",
         credential=credential,
@@ -616,8 +624,8 @@ def scripted_auth(peer: Scripted, credential: Credential | None, **kw: Any) -> A
     )
 
 
-def challenge_from(peer: Scripted) -> requests.Response:
-    return requests.get(peer.url + "/v2/", timeout=10)
+def challenge_from(peer: Scripted) -> Response:
+    return fetch(peer.url + "/v2/")
 
 
 def test_401_from_another_host_gets_no_credentials(

@@ -1,1 +1,1 @@
-"""The registry side: OCI distribution client over requests."""
+"""The registry side: OCI distribution client over the standard library's http.client."""

@@ -25,13 +25,10 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlencode, urljoin
 
-import requests
-from requests.auth import AuthBase
-from requests.utils import get_environ_proxies
-
 from ..errors import AuthError, NetworkError, RegistryError
 from .challenge import Challenge, parse_challenges
 from .credentials import Credential
+from .http import HTTPClient, Response, TLSError, TransportError
 from .safety import (
     check_realm,
     is_local_host,
@@ -103,7 +100,7 @@ def _scrub(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def _server_message(resp: requests.Response, body: bytes, secrets: Iterable[str]) -> str:
+def _server_message(resp: Response, body: bytes, secrets: Iterable[str]) -> str:
     """The server's own explanation (token-server or OCI error JSON, else text)."""
     message = ""
     try:
@@ -124,22 +121,9 @@ def _server_message(resp: requests.Response, body: bytes, secrets: Iterable[str]
     return message or f"{resp.status_code} {resp.reason}"
 
 
-class _HeaderAuth(AuthBase):
-    """Sets exactly our Authorization value (or none). Passing an auth object also
-    stops requests from attaching ``.netrc`` credentials to token requests."""
-
-    def __init__(self, value: str | None) -> None:
-        self._value = value
-
-    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        if self._value:
-            r.headers["Authorization"] = self._value
-        else:
-            r.headers.pop("Authorization", None)
-        return r
-
-    def __repr__(self) -> str:
-        return "_HeaderAuth(<redacted>)" if self._value else "_HeaderAuth(None)"
+def _authorization(value: str | None) -> dict[str, str]:
+    """Exactly our Authorization value, or none at all."""
+    return {"Authorization": value} if value else {}
 
 
 @dataclass(frozen=True)
@@ -153,7 +137,7 @@ class Authenticator:
 
     def __init__(
         self,
-        session: requests.Session,
+        client: HTTPClient,
         registry: str,
         *,
         scheme: str,
@@ -164,7 +148,7 @@ class Authenticator:
     ) -> None:
         self.registry = registry.lower()
         self.scheme = scheme
-        self._session = session
+        self._client = client
         self._credential = credential
         self._timeout = timeout
         self._verify = verify
@@ -198,12 +182,12 @@ class Authenticator:
                 return cached.header
             return None
 
-    def on_unauthorized(self, response: requests.Response, scope: str) -> str:
+    def on_unauthorized(self, response: Response, scope: str) -> str:
         """Answer a 401: the Authorization value to retry the request with."""
         self._checkorigin_of(response)
         challenges = parse_challenges(response.headers.get("WWW-Authenticate", ""))
         by_scheme = {c.scheme: c for c in reversed(challenges)}  # first of each wins
-        sent = response.request.headers.get("Authorization") if response.request else None
+        sent = response.request_headers.get("Authorization")
         if "bearer" in by_scheme:
             return self._bearer(by_scheme["bearer"], scope, sent)
         if "basic" in by_scheme:
@@ -218,7 +202,7 @@ class Authenticator:
             "only Bearer and Basic are supported"
         )
 
-    def error_for(self, response: requests.Response, scope: str) -> AuthError:
+    def error_for(self, response: Response, scope: str) -> AuthError:
         """A clear error for a request that still fails with 401/403 after re-auth."""
         ch = next(iter(parse_challenges(response.headers.get("WWW-Authenticate", ""))), None)
         insufficient = ch is not None and ch.params.get("error") == "insufficient_scope"
@@ -244,7 +228,7 @@ class Authenticator:
             return f"as user {cred.username!r}"
         return "with the stored identity token"
 
-    def _checkorigin_of(self, response: requests.Response) -> None:
+    def _checkorigin_of(self, response: Response) -> None:
         """A 401 is answered only for the registry itself, never for a redirect target
         (CVE-2020-15157: foreign hosts must not harvest our credentials)."""
         got = origin_of(response.url)
@@ -349,33 +333,32 @@ class Authenticator:
 
     def _token_request(
         self, method: str, url: str, header: str | None, form: Mapping[str, str] | None
-    ) -> tuple[requests.Response, bytes]:
+    ) -> tuple[Response, bytes]:
         """One token call, redirects followed by hand: a redirect must pass the realm
         checks, and credentials (header or form) never leave the realm's origin."""
         origin = origin_of(url)
         for _ in range(_MAX_HOPS + 1):
+            headers = _authorization(header)
+            if form is not None:
+                headers["Content-Type"] = "application/x-www-form-urlencoded"
             try:
-                resp = self._session.request(
+                resp = self._client.request(
                     method,
                     url,
-                    data=dict(form) if form is not None else None,
-                    auth=_HeaderAuth(header),
+                    headers=headers,
+                    body=urlencode(form).encode() if form is not None else None,
                     timeout=self._timeout,
                     verify=self._verify,
-                    allow_redirects=False,
-                    stream=True,
-                    proxies=get_environ_proxies(url),
                 )
                 body = _read_capped(resp)
-            except requests.exceptions.SSLError:
+            except TLSError as e:
                 raise NetworkError(
                     f"TLS verification of token server {redact_url(url)} failed "
-                    f"(registry {self.registry}): use --ca-file or --insecure"
+                    f"(registry {self.registry}: {e}): use --ca-file or --insecure"
                 ) from None
-            except (requests.ConnectionError, requests.Timeout) as e:
+            except TransportError as e:
                 raise NetworkError(
-                    f"cannot reach token server {redact_url(url)} for {self.registry}: "
-                    f"{type(e).__name__}"
+                    f"cannot reach token server {redact_url(url)} for {self.registry}: {e}"
                 ) from None
             if resp.status_code not in _REDIRECTS:
                 return resp, body
@@ -395,9 +378,7 @@ class Authenticator:
                 method, form = "GET", None
         raise RegistryError(f"token server for {self.registry}: more than {_MAX_HOPS} redirects")
 
-    def _parse_token(
-        self, resp: requests.Response, body: bytes, scopes: list[str]
-    ) -> tuple[str, float]:
+    def _parse_token(self, resp: Response, body: bytes, scopes: list[str]) -> tuple[str, float]:
         host = redact_url(resp.url)
         if resp.status_code in (401, 403):
             message = _server_message(resp, body, self._secrets)
@@ -431,7 +412,7 @@ class Authenticator:
         return token, float(lifetime)
 
 
-def _read_capped(resp: requests.Response) -> bytes:
+def _read_capped(resp: Response) -> bytes:
     """The token response, at most MAX_TOKEN_RESPONSE bytes."""
     try:
         body = read_capped(resp, MAX_TOKEN_RESPONSE)
@@ -455,22 +436,21 @@ def check_login(
     scheme: str = "https",
     verify: bool | str = True,
     timeout: float = 30.0,
-    session: requests.Session | None = None,
+    client: HTTPClient | None = None,
 ) -> str:
     """Prove ``credential`` works against ``registry`` (GET /v2/, answer the challenge,
     GET /v2/ again). Returns the scheme used: "none", "basic" or "bearer"."""
     endpoint = "registry-1.docker.io" if registry == "docker.io" else registry
-    own = session is None
-    if session is None:
-        session = requests.Session()
-        session.trust_env = False  # no .netrc; proxies are passed per request
+    own = client is None
+    if client is None:
+        client = HTTPClient()
     try:
         auth = Authenticator(
-            session, endpoint, scheme=scheme, credential=credential, timeout=timeout, verify=verify
+            client, endpoint, scheme=scheme, credential=credential, timeout=timeout, verify=verify
         )
         auth.hint = "check the user name and password"
         url = f"{scheme}://{endpoint}/v2/"
-        resp = _ping(session, url, None, registry, timeout, verify)
+        resp = _ping(client, url, None, registry, timeout, verify)
         if resp.status_code == 200:
             log.debug("auth: %s does not ask for authentication", registry)
             return "none"
@@ -481,7 +461,7 @@ def check_login(
             )
         header = auth.on_unauthorized(resp, "")
         kind = header.split(" ", 1)[0].lower()
-        again = _ping(session, url, header, registry, timeout, verify)
+        again = _ping(client, url, header, registry, timeout, verify)
         if again.status_code == 200:
             return kind
         if again.status_code in (401, 403):
@@ -489,36 +469,32 @@ def check_login(
         raise RegistryError(f"{registry} answered {again.status_code} to an authenticated GET /v2/")
     finally:
         if own:
-            session.close()
+            client.close()
 
 
 def _ping(
-    session: requests.Session,
+    client: HTTPClient,
     url: str,
     header: str | None,
     registry: str,
     timeout: float,
     verify: bool | str,
-) -> requests.Response:
+) -> Response:
     """GET /v2/ following same-origin redirects only (credentials stay home)."""
     origin = origin_of(url)
     for _ in range(_MAX_HOPS + 1):
         try:
-            resp = session.get(
-                url,
-                auth=_HeaderAuth(header),
-                timeout=timeout,
-                verify=verify,
-                allow_redirects=False,
-                proxies=get_environ_proxies(url),
+            resp = client.request(
+                "GET", url, headers=_authorization(header), timeout=timeout, verify=verify
             )
-        except requests.exceptions.SSLError:
+        except TLSError as e:
             raise NetworkError(
-                f"TLS verification of {registry} failed: use --ca-file with its CA, or --insecure"
+                f"TLS verification of {registry} failed ({e}): use --ca-file with its CA, "
+                "or --insecure"
             ) from None
-        except (requests.ConnectionError, requests.Timeout) as e:
+        except TransportError as e:
             raise NetworkError(
-                f"cannot reach {registry} over {origin[0]} ({type(e).__name__}): check the "
+                f"cannot reach {registry} over {origin[0]} ({e}): check the "
                 "address and network, and --plain-http for a registry without TLS"
             ) from None
         resp.close()

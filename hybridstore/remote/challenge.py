@@ -95,7 +95,7 @@ def _token68_at(s: str, i: int) -> tuple[str | None, int]:
 
 
 def parse_challenges(header: str) -> list[Challenge]:
-    """Every challenge in a ``WWW-Authenticate`` value (requests joins repeated
+    """Every challenge in a ``WWW-Authenticate`` value (the HTTP client joins repeated
     header lines with ", "). Malformed parts are skipped; this never raises."""
     found: list[Challenge] = []
     s, i = header, 0

@@ -1,17 +1,17 @@
-"""``RegistryClients``: one pooled session and one transport per registry for a command."""
+"""``RegistryClients``: one pooled HTTP client and one transport per registry for a command."""
 
 from __future__ import annotations
 
 from ..reference import Reference
 from .credentials import Credential, resolve_credential
 from .repository import DEFAULT_MANIFEST_LIMIT, Repository
-from .transport import RegistryTransport, TransportOptions, new_session
+from .transport import RegistryTransport, TransportOptions, new_client
 
 __all__ = ["RegistryClients"]
 
 
 class RegistryClients:
-    """One pooled session and one transport (with its token cache) per registry.
+    """One pooled HTTP client and one transport (with its token cache) per registry.
 
     Repositories on the same registry share a transport, which is what makes a
     cross-repository mount possible (and lets tokens be reused).
@@ -19,7 +19,7 @@ class RegistryClients:
 
     def __init__(self, options: TransportOptions, credential: Credential | None = None) -> None:
         self.options = options
-        self.session = new_session(options)
+        self.client = new_client(options)
         self.credential = credential
         self._transports: dict[str, RegistryTransport] = {}
 
@@ -28,7 +28,7 @@ class RegistryClients:
         transport = self._transports.get(host)
         if transport is None:
             cred = self.credential or resolve_credential(ref.registry)
-            transport = RegistryTransport(host, self.options, session=self.session, credential=cred)
+            transport = RegistryTransport(host, self.options, client=self.client, credential=cred)
             self._transports[host] = transport
         return transport
 
@@ -44,7 +44,7 @@ class RegistryClients:
         )
 
     def close(self) -> None:
-        self.session.close()
+        self.client.close()
 
     def __enter__(self) -> RegistryClients:
         return self

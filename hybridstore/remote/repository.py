@@ -22,8 +22,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin
 
-import requests
-
 from .. import mediatypes as mt
 from ..digest import Digest, DigestVerifier
 from ..errors import (
@@ -36,6 +34,7 @@ from ..errors import (
 )
 from ..model import Descriptor, Index, parse_document
 from ..referrers import fallback_tag, filter_referrers, referrers_of_index
+from .http import Response, TransportError
 from .safety import read_capped
 from .transport import RegistryTransport
 
@@ -128,7 +127,6 @@ class Repository:
             self._url("manifests", reference),
             scope=self.scope,
             headers=accept,
-            stream=True,
         )
         with resp:
             raw = _read_capped(resp, self.manifest_limit, reference)
@@ -248,7 +246,6 @@ class Repository:
                 url,
                 scope=self.scope,
                 headers={"Accept": mt.OCI_INDEX},
-                stream=True,
                 ok=(200, 404),
             )
             with resp:
@@ -262,7 +259,7 @@ class Repository:
             doc = parse_document(raw, mt.OCI_INDEX)
             assert isinstance(doc, Index)
             out.extend(referrers_of_index(doc))
-            nxt = resp.links.get("next", {}).get("url")
+            nxt = resp.link("next")
             if not nxt:
                 # Filtered here as well: a registry that ignored ``artifactType`` says so
                 # only by omitting OCI-Filters-Applied, and filtering twice is harmless.
@@ -321,7 +318,7 @@ class Repository:
                 body = resp.json()
             tags = body.get("tags") if isinstance(body, dict) else None
             out.extend(t for t in (tags or []) if isinstance(t, str))
-            nxt = resp.links.get("next", {}).get("url")
+            nxt = resp.link("next")
             if not nxt:
                 return out
             url = urljoin(url, nxt)
@@ -336,13 +333,13 @@ class _BlobStream:
         self.desc = desc
         self.url = repo._url("blobs", str(desc.digest))
         self.pos = 0
-        self.resp: requests.Response | None = None
+        self.resp: Response | None = None
 
     def open(self, offset: int) -> int:
         """Issue the GET; returns the offset the body starts at."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         resp = self.repo.transport.send(
-            "GET", self.url, scope=self.repo.scope, headers=headers, stream=True, ok=(200, 206)
+            "GET", self.url, scope=self.repo.scope, headers=headers, ok=(200, 206)
         )
         start = 0
         if resp.status_code == 206:
@@ -376,8 +373,8 @@ class _BlobStream:
                 if self.pos >= self.desc.size:
                     return  # over-long bodies are caught by the cache's verifier
                 reason = f"body ended after {self.pos} of {self.desc.size} bytes"
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
-                reason = type(e).__name__
+            except TransportError as e:
+                reason = str(e)
             self.resp.close()
             resumes += 1
             if resumes > _MAX_RESUMES:
@@ -393,16 +390,15 @@ class _BlobStream:
 
     def _skip(self, n: int) -> None:
         assert self.resp is not None
-        raw = self.resp.raw
         while n > 0:
-            got = raw.read(min(n, _CHUNK), decode_content=True)
+            got = self.resp.read(min(n, _CHUNK))
             if not got:
                 raise NetworkError(f"blob {self.desc.digest}: body ended while skipping")
             n -= len(got)
             self.pos += len(got)
 
 
-def _content_range_start(resp: requests.Response, desc: Descriptor) -> int:
+def _content_range_start(resp: Response, desc: Descriptor) -> int:
     value = resp.headers.get("Content-Range", "")
     m = _CONTENT_RANGE.fullmatch(value.strip())
     if not m or "," in value:
@@ -415,7 +411,7 @@ def _content_range_start(resp: requests.Response, desc: Descriptor) -> int:
     return first
 
 
-def _read_capped(resp: requests.Response, limit: int, what: str) -> bytes:
+def _read_capped(resp: Response, limit: int, what: str) -> bytes:
     body = read_capped(resp, limit)
     if body is None:
         raise InvalidDocumentError(

@@ -12,12 +12,13 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
-import requests
-
 from ..errors import AuthError
+
+if TYPE_CHECKING:
+    from .http import Response
 
 __all__ = [
     "check_realm",
@@ -110,7 +111,7 @@ def check_realm(realm: str, registry: str, scheme: str) -> None:
         )
 
 
-def read_capped(resp: requests.Response, limit: int) -> bytes | None:
+def read_capped(resp: Response, limit: int) -> bytes | None:
     """The body of a streamed response, or ``None`` as soon as it is known to exceed
     ``limit`` bytes (by ``Content-Length`` or while reading: a hostile server may
     stream forever). The caller closes ``resp`` and names the problem."""

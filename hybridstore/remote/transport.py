@@ -1,6 +1,6 @@
 """HTTP transport to one registry: auth, retries, redirects, error mapping.
 
-Redirects are followed here, not by requests, so that ``Authorization`` never
+Redirects are followed here, not by the HTTP client, so that ``Authorization`` never
 crosses a host boundary, https never downgrades to http, and a non-local
 registry cannot bounce us to a loopback address. Retries cover connection
 errors, 408, 429 (honouring ``Retry-After``) and 5xx, bounded in count and in
@@ -14,27 +14,19 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
-
-import requests
-from requests.adapters import HTTPAdapter
-from requests.utils import get_environ_proxies
 
 from ..errors import AuthError, NetworkError, NotFoundError, RegistryError
 from .auth import Authenticator
 from .credentials import Credential
+from .http import Body, HTTPClient, Response, TLSError, TransportError
 from .safety import is_local_host, redact_url
 
-__all__ = ["TransportOptions", "RegistryTransport", "new_session", "retry_after_seconds"]
+__all__ = ["TransportOptions", "RegistryTransport", "new_client", "retry_after_seconds"]
 
 log = logging.getLogger("hybridstore.remote")
-
-# A request body: bytes, or a sized stream (``__len__`` + iteration) that requests sends
-# with a Content-Length. ``send`` takes a callable making a fresh one per attempt, so a
-# retry replays the same bytes.
-Body = bytes | Iterable[bytes]
 
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _MAX_REDIRECTS = 10
@@ -65,17 +57,10 @@ def _hostname(netloc: str) -> str:
     return urlsplit(f"//{netloc}").hostname or netloc
 
 
-def new_session(options: TransportOptions) -> requests.Session:
-    """One pooled session per command. ``trust_env`` is off so ``.netrc`` credentials
-    are never attached to registry calls; proxies from the environment are applied
-    per request instead (see ``RegistryTransport.send``)."""
-    s = requests.Session()
-    s.trust_env = False
-    adapter = HTTPAdapter(pool_connections=options.pool_size, pool_maxsize=options.pool_size)
-    s.mount("https://", adapter)
-    s.mount("http://", adapter)
-    s.headers["User-Agent"] = "hybridstore/0.1"
-    return s
+def new_client(options: TransportOptions) -> HTTPClient:
+    """One pooled client per command (no ``.netrc``, no cookies: only the credentials
+    we resolve ever go out)."""
+    return HTTPClient(pool_size=options.pool_size)
 
 
 def retry_after_seconds(value: str | None, cap: float) -> float | None:
@@ -92,7 +77,7 @@ def retry_after_seconds(value: str | None, cap: float) -> float | None:
     return max(0.0, min(when.timestamp() - time.time(), cap))
 
 
-def registry_error_message(resp: requests.Response) -> str:
+def registry_error_message(resp: Response) -> str:
     """The registry's own error text (OCI error body) or the HTTP reason."""
     try:
         body = json.loads(resp.content[:65536])
@@ -117,19 +102,19 @@ class RegistryTransport:
         registry: str,
         options: TransportOptions,
         *,
-        session: requests.Session | None = None,
+        client: HTTPClient | None = None,
         credential: Credential | None = None,
         plain_http: bool | None = None,
     ) -> None:
         self.registry = registry
         self.options = options
-        self.session = session or new_session(options)
+        self.client = client or new_client(options)
         use_http = options.plain_http if plain_http is None else plain_http
         self.scheme = "http" if use_http else "https"
         self.base = f"{self.scheme}://{registry}"
         self.local = is_local_host(_hostname(registry))
         self.auth = Authenticator(
-            self.session,
+            self.client,
             registry,
             scheme=self.scheme,
             credential=credential,
@@ -147,11 +132,10 @@ class RegistryTransport:
         *,
         scope: str,
         headers: Mapping[str, str] | None = None,
-        stream: bool = False,
         body: Callable[[], Body | None] | None = None,
         follow_redirects: bool = True,
         ok: tuple[int, ...] = (200,),
-    ) -> requests.Response:
+    ) -> Response:
         """Send with auth, retries and safe redirects; raise a hybridstore error unless
         the final status is in ``ok`` (404 -> NotFoundError, 401/403 -> AuthError)."""
         deadline = time.monotonic() + self.options.retry_total
@@ -159,13 +143,18 @@ class RegistryTransport:
         while True:
             try:
                 resp = self._send_authorized(
-                    method, url, scope, headers or {}, stream, body, follow_redirects
+                    method, url, scope, headers or {}, body, follow_redirects
                 )
-            except (requests.ConnectionError, requests.Timeout) as e:
+            except TLSError as e:
+                raise NetworkError(
+                    f"{method} {redact_url(url)}: {e} for {self.registry}; use --ca-file "
+                    "with its CA, or --insecure"
+                ) from None
+            except TransportError as e:
                 if not self._may_retry(attempt, deadline, body is None or method == "GET"):
                     raise NetworkError(
-                        f"{method} {redact_url(url)}: cannot reach {self.registry}: "
-                        f"{type(e).__name__}; check the address, network and --plain-http"
+                        f"{method} {redact_url(url)}: cannot reach {self.registry}: {e}; "
+                        "check the address, network and --plain-http"
                     ) from None
                 self._backoff(attempt, None)
                 attempt += 1
@@ -190,7 +179,7 @@ class RegistryTransport:
             wait = base * (0.5 + random.random() / 2)  # jitter
         time.sleep(wait)
 
-    def _error(self, method: str, url: str, scope: str, resp: requests.Response) -> Exception:
+    def _error(self, method: str, url: str, scope: str, resp: Response) -> Exception:
         where = f"{method} {redact_url(url)}"
         msg = registry_error_message(resp)
         resp.close()
@@ -214,24 +203,23 @@ class RegistryTransport:
         url: str,
         scope: str,
         headers: Mapping[str, str],
-        stream: bool,
         body: Callable[[], Body | None] | None,
         follow_redirects: bool,
-    ) -> requests.Response:
+    ) -> Response:
         auth_header = self.auth.header_for(scope)
         reauthed = False
         while True:
             h = dict(headers)
             if auth_header:
                 h["Authorization"] = auth_header
-            resp = self._request(method, url, h, stream, body)
+            resp = self._request(method, url, h, body)
             if resp.status_code == 401 and not reauthed:
                 reauthed = True
                 auth_header = self.auth.on_unauthorized(resp, scope)
                 resp.close()
                 continue
             if follow_redirects and resp.status_code in (301, 302, 303, 307, 308):
-                return self._follow(method, url, resp, headers, stream, auth_header)
+                return self._follow(method, url, resp, headers, auth_header)
             return resp
 
     def _request(
@@ -239,31 +227,26 @@ class RegistryTransport:
         method: str,
         url: str,
         headers: Mapping[str, str],
-        stream: bool,
         body: Callable[[], Body | None] | None,
-    ) -> requests.Response:
+    ) -> Response:
         log.debug("%s %s", method, redact_url(url))
-        return self.session.request(
+        return self.client.request(
             method,
             url,
-            headers=dict(headers),
-            data=body() if body else None,
-            stream=stream,
-            allow_redirects=False,
+            headers=headers,
+            body=body() if body else None,
             timeout=self.options.timeout,
             verify=self.options.verify,
-            proxies=get_environ_proxies(url),
         )
 
     def _follow(
         self,
         method: str,
         url: str,
-        resp: requests.Response,
+        resp: Response,
         headers: Mapping[str, str],
-        stream: bool,
         auth_header: str | None,
-    ) -> requests.Response:
+    ) -> Response:
         """Follow redirects (GET/HEAD only). Credentials stay with the registry host."""
         origin = urlsplit(url)
         for _ in range(_MAX_REDIRECTS):
@@ -285,7 +268,7 @@ class RegistryTransport:
             h = dict(headers)
             if same and auth_header:
                 h["Authorization"] = auth_header
-            resp = self._request(method, url, h, stream, None)
+            resp = self._request(method, url, h, None)
             if resp.status_code not in (301, 302, 303, 307, 308):
                 return resp
         resp.close()

@@ -39,8 +39,6 @@ from dataclasses import dataclass
 from typing import IO, Final
 from urllib.parse import quote, urljoin, urlsplit
 
-import requests
-
 from ..errors import (
     DigestMismatchError,
     NetworkError,
@@ -48,6 +46,7 @@ from ..errors import (
     RegistryError,
 )
 from ..model import Descriptor
+from .http import Response
 from .repository import Repository
 from .transport import RegistryTransport, registry_error_message
 
@@ -101,7 +100,7 @@ class _DigestRejected(_SessionLost):
 class _Slice:
     """A sized, re-creatable request body over ``[offset, offset+length)`` of a file.
 
-    requests sends it with ``Content-Length`` (``__len__``) by reading it in
+    The HTTP client sends it with ``Content-Length`` (``__len__``) by reading it in
     blocks; ``on_bytes`` sees every block (progress and byte counting).
     """
 
@@ -223,7 +222,7 @@ class BlobUploader:
     def _uploads_url(self, query: str = "") -> str:
         return self.transport.url(f"/v2/{self.repo.name}/blobs/uploads/{query}")
 
-    def _location(self, resp: requests.Response, url: str) -> str:
+    def _location(self, resp: Response, url: str) -> str:
         """The session URL of an answer; it must stay on the registry's own host."""
         loc = resp.headers.get("Location")
         if not loc:
@@ -245,7 +244,7 @@ class BlobUploader:
         resp.close()
         return self._session(resp, url)
 
-    def _session(self, resp: requests.Response, url: str) -> tuple[str, int]:
+    def _session(self, resp: Response, url: str) -> tuple[str, int]:
         return self._location(resp, url), _int_header(resp, "OCI-Chunk-Min-Length")
 
     def _mount(self, desc: Descriptor, source_repo: str) -> tuple[str, int] | None:
@@ -335,7 +334,7 @@ class BlobUploader:
         recoveries = 0
         while offset < desc.size:
             n = min(chunk, desc.size - offset)
-            resp: requests.Response | None
+            resp: Response | None
             try:
                 resp = self.transport.send(
                     "PATCH",
@@ -399,7 +398,7 @@ class BlobUploader:
             f"large (413); {fix}"
         )
 
-    def _check_digest_header(self, resp: requests.Response, desc: Descriptor) -> None:
+    def _check_digest_header(self, resp: Response, desc: Descriptor) -> None:
         header = resp.headers.get("Docker-Content-Digest")
         if header and header.strip() != str(desc.digest):
             raise DigestMismatchError(
@@ -411,12 +410,12 @@ def _octets(length: int) -> dict[str, str]:
     return {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
 
 
-def _int_header(resp: requests.Response, name: str) -> int:
+def _int_header(resp: Response, name: str) -> int:
     value = resp.headers.get(name, "").strip()
     return int(value) if value.isdigit() else 0
 
 
-def _range_end(resp: requests.Response) -> int | None:
+def _range_end(resp: Response) -> int | None:
     """Bytes the registry holds, from ``Range: 0-<last>`` (``0-0`` is read as none:
     distribution writes it for an empty session)."""
     m = _RANGE.fullmatch(resp.headers.get("Range", "").strip())
