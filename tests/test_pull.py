@@ -201,8 +201,9 @@ def test_concurrent_pulls_fetch_each_blob_once(
 def big_image(
     registry: Registry, oci_builder: Callable[..., LayoutBuilder], repo_name: str
 ) -> tuple[str, str, str]:
-    """(repository:tag path, manifest digest, layer digest) of an image with a 3 MiB layer."""
-    built = oci_builder().image("v1", layers=1, raw_layer_size=3 << 20)
+    """(repository:tag path, manifest digest, layer digest) of an image with a 6 MiB layer
+    (big enough for the blob stream's read-ahead thread, so faults are met there)."""
+    built = oci_builder().image("v1", layers=1, raw_layer_size=6 << 20)
     push(built, registry, f"{repo_name}:v1")
     return f"{repo_name}:v1", built.digest, built.layers[0].digest
 

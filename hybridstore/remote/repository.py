@@ -35,6 +35,7 @@ from ..errors import (
 from ..model import Descriptor, Index, parse_document
 from ..referrers import fallback_tag, filter_referrers, referrers_of_index
 from .http import Response, TransportError
+from .readahead import read_ahead
 from .safety import read_capped
 from .transport import RegistryTransport
 
@@ -45,6 +46,7 @@ log = logging.getLogger("hybridstore.remote")
 DEFAULT_MANIFEST_LIMIT = 4 * 1024 * 1024
 _CHUNK = 1 << 20
 _MAX_RESUMES = 5
+_READ_AHEAD_FROM = 4 << 20  # smaller blobs arrive in a few reads: a thread would not pay
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
@@ -294,7 +296,9 @@ class Repository:
         desc.digest.require_verifiable()
         stream = _BlobStream(self, desc)
         start = stream.open(offset)
-        return start, stream.chunks()
+        if desc.size - start < _READ_AHEAD_FROM:
+            return start, stream.chunks()
+        return start, read_ahead(stream.chunks())
 
     def blob_exists(self, desc: Descriptor) -> bool:
         try:
@@ -362,6 +366,13 @@ class _BlobStream:
         return start
 
     def chunks(self) -> Iterator[bytes]:
+        try:
+            yield from self._resuming_chunks()
+        finally:  # also when the consumer stops early: never leave a response open
+            if self.resp is not None:
+                self.resp.close()
+
+    def _resuming_chunks(self) -> Iterator[bytes]:
         resumes = 0
         while True:
             assert self.resp is not None
