@@ -329,8 +329,12 @@ class OCILayout:
     def _write_index(self, doc: dict[str, Any], *, replace: bool = True) -> None:
         # index.json is the completion marker: the names of every blob it may
         # reference (linked by this or another process) are made durable first,
-        # one fsync per blobs/<alg> directory rather than one per blob.
+        # one fsync per blobs/<alg> directory rather than one per blob. The cache
+        # entries they were linked from are synced too, though the layout does not
+        # need them (see "Durability" in cache.py): a finished pull leaves a warm cache.
         self._sync_blob_dirs()
+        if self._cache is not None:
+            self._cache.sync()
         data = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
         _write_atomic(self.index_path, data, INDEX_FILE, replace=replace)
 

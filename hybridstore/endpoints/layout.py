@@ -196,6 +196,7 @@ class LayoutDestination:
         self, desc: Descriptor, raw: bytes, doc: Manifest | Index, src: Source
     ) -> BlobOutcome:
         outcome = self.put_document(desc, raw, doc, src)
+        self.cache.sync()  # the graph's cache entries are durable before index.json names it
         self.layout.tag(desc, self.ref_name)
         return outcome
 
