@@ -34,7 +34,10 @@ need no ``sync()``: losing the entry costs a refetch, not correctness.
 
 Single flight: the writer of a digest holds an OS lock for it (``filelock``;
 the kernel drops it if the holder dies), so a blob crosses the network once per
-machine; the others wait and then find it published. Correctness never depends
+machine; the others wait and then find it published. ``try_ingest`` does not
+wait: it hands back a digest someone else is fetching, so a puller can fetch
+the blobs nobody is fetching first and come back for the rest (by then usually
+cache hits) instead of queueing behind the others. Correctness never depends
 on the lock: on filesystems whose locks we cannot trust (network and FUSE
 filesystems, where flock may silently succeed for everyone) each writer uses
 its own unique temp file and only whole, verified files are ever linked.
@@ -89,7 +92,7 @@ from .fsutil import (
     storage_error,
 )
 from .ingest_file import CHUNK_SIZE, IngestFile, open_partial
-from .locking import LOCK_TIMEOUT_ENV, acquire_visibly, lock_timeout
+from .locking import LOCK_TIMEOUT_ENV, acquire_visibly, lock_timeout, try_acquire
 
 if TYPE_CHECKING:
     from .cache_admin import CacheInfo, DiskUsage, PruneReport, VerifyReport
@@ -400,18 +403,43 @@ class BlobCache:
         not writable), ``LockTimeoutError``, ``UnsupportedAlgorithmError``, or
         whatever the source raises (a resumable partial is kept).
         """
-        final = self.path(digest)
-        if size is not None and size < 0:
-            raise InvalidInputError(f"{digest}: size must not be negative, got {size}")
+        final = self._before_ingest(digest, size)
         hit = self._hit(digest, size, final)
         if hit is not None:
             return hit
         self._prepare()
-        with self._digest_lock(digest):
-            hit = self._hit(digest, size, final)
+        while True:
+            with self._digest_lock(digest, until=lambda: self._published(final, size)) as held:
+                if held:
+                    return self._ingest_locked(digest, size, source, final)
+            hit = self._hit(digest, size, final)  # the holder published it while we waited
             if hit is not None:
                 return hit
-            return self._ingest_locked(digest, size, source, final)
+
+    def try_ingest(
+        self, digest: Digest, size: int | None, source: BlobSource
+    ) -> IngestResult | None:
+        """``ingest``, unless another process is fetching ``digest`` right now: then
+        ``None`` at once, without waiting and without calling ``source``.
+
+        For schedulers (``transfer.copy_graph``): do the blobs nobody else is
+        fetching first, then ``ingest`` the deferred ones, which by then are
+        usually cache hits. Raises what ``ingest`` raises.
+        """
+        final = self._before_ingest(digest, size)
+        hit = self._hit(digest, size, final)
+        if hit is not None:
+            return hit
+        self._prepare()
+        with self._digest_lock_if_free(digest) as held:
+            return self._ingest_locked(digest, size, source, final) if held else None
+
+    def _before_ingest(self, digest: Digest, size: int | None) -> Path:
+        """The blob's final path; refuses a bad digest or size before anything else."""
+        final = self.path(digest)
+        if size is not None and size < 0:
+            raise InvalidInputError(f"{digest}: size must not be negative, got {size}")
+        return final
 
     def ingest_stream(self, digest: Digest, size: int | None, stream: IO[bytes]) -> IngestResult:
         """Ingest from a file-like object; a seekable one can resume, others restart from 0."""
@@ -448,28 +476,68 @@ class BlobCache:
         return IngestResult(digest, st.st_size, final, False, 0, 0)
 
     @contextmanager
-    def _digest_lock(self, digest: Digest) -> Iterator[None]:
-        """Hold ``digest``'s single-flight lock, waiting visibly up to ``lock_timeout()``."""
+    def _digest_lock(
+        self, digest: Digest, until: Callable[[], bool] | None = None
+    ) -> Iterator[bool]:
+        """Hold ``digest``'s single-flight lock (yields ``True``), waiting visibly up to
+        ``lock_timeout()``; yields ``False``, holding nothing, once ``until()`` is true."""
         path = self.lock_path(digest)
         lock = filelock.FileLock(path)
         try:
-            acquire_visibly(lock, str(digest), path, log)
+            held = acquire_visibly(lock, str(digest), path, log, until=until)
         except LockTimeoutError:  # a TimeoutError, hence an OSError: not a storage problem
             raise
         except OSError as e:
             raise storage_error(e, "lock", path, _cache_hint(e)) from e
+        if not held:
+            yield False
+            return
         try:
-            yield
+            yield True
         finally:
-            if self.locks_trusted:
-                # Unlink while held: flock waiters that locked the old inode see
-                # st_nlink == 0 and retry (filelock checks), so locks/ stays small.
-                _unlink_quietly(path)
-            lock.release()
+            self._release(lock, path)
+
+    @staticmethod
+    def _published(final: Path, size: int | None) -> bool:
+        """Whether a regular file of ``size`` (if known) is at ``final``: one ``lstat``."""
+        try:
+            st = os.lstat(final)
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and (size is None or st.st_size == size)
+
+    @contextmanager
+    def _digest_lock_if_free(self, digest: Digest) -> Iterator[bool]:
+        """Hold ``digest``'s lock if nobody holds it (yields ``True``); else yield ``False``."""
+        path = self.lock_path(digest)
+        lock = filelock.FileLock(path)
+        try:
+            held = try_acquire(lock)
+        except OSError as e:
+            raise storage_error(e, "lock", path, _cache_hint(e)) from e
+        if not held:
+            log.debug("%s is being fetched by another process; deferring it", digest)
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._release(lock, path)
+
+    def _release(self, lock: filelock.BaseFileLock, path: Path) -> None:
+        if self.locks_trusted:
+            # Unlink while held: flock waiters that locked the old inode see
+            # st_nlink == 0 and retry (filelock checks), so locks/ stays small.
+            _unlink_quietly(path)
+        lock.release()
 
     def _ingest_locked(
         self, digest: Digest, size: int | None, source: BlobSource, final: Path
     ) -> IngestResult:
+        """Fetch and publish ``digest`` under its lock (present by now: a hit, no fetch)."""
+        hit = self._hit(digest, size, final)
+        if hit is not None:
+            return hit
         resumable = self.locks_trusted
         try:
             if resumable:

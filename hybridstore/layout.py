@@ -302,7 +302,7 @@ class OCILayout:
             lock = filelock.FileLock(lock_path)
             try:
                 what = f"{INDEX_FILE} of {self.root}"
-                acquire_visibly(lock, what, lock_path, log, poll_interval=_LOCK_POLL)
+                acquire_visibly(lock, what, lock_path, log, max_poll=_LOCK_POLL)
             except LockTimeoutError:  # a TimeoutError, hence an OSError: not a storage problem
                 raise
             except OSError as e:
