@@ -71,8 +71,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, BinaryIO, Final
 
-import filelock
-
 from .digest import SUPPORTED_ALGORITHMS, Digest
 from .errors import (
     CorruptionError,
@@ -92,9 +90,11 @@ from .fsutil import (
     storage_error,
 )
 from .ingest_file import CHUNK_SIZE, IngestFile, open_partial
-from .locking import LOCK_TIMEOUT_ENV, acquire_visibly, lock_timeout, try_acquire
+from .locking import LOCK_TIMEOUT_ENV, acquire_visibly, file_lock, lock_timeout, try_acquire
 
 if TYPE_CHECKING:
+    from filelock import BaseFileLock
+
     from .cache_admin import CacheInfo, DiskUsage, PruneReport, VerifyReport
 
 __all__ = [
@@ -173,6 +173,7 @@ class BlobCache:
         by filesystem type (local filesystems yes, network/FUSE no)."""
         base = Path(root).expanduser() if root is not None else self.default_root()
         self.root: Path = base.absolute()
+        self._blobs = os.path.join(self.root, "blobs")  # str: per-blob paths skip pathlib
         self._trust_locks = trust_locks
         self._prepared = False
         self._layout_checked = False
@@ -223,8 +224,11 @@ class BlobCache:
 
     def path(self, digest: Digest) -> Path:
         """Where ``digest``'s blob lives (may not exist); refuses bad or unverifiable digests."""
+        return Path(self._file(digest))
+
+    def _file(self, digest: Digest) -> str:
         alg, enc = digest.path_components()
-        return self.blobs_dir / alg / enc
+        return f"{self._blobs}/{alg}/{enc}"
 
     def _ingest_name(self, digest: Digest) -> str:
         alg, enc = digest.path_components()
@@ -298,33 +302,51 @@ class BlobCache:
         links); if the caller's size is wrong the file is left alone. Either
         way the answer is ``False``.
         """
-        path = self.path(digest)
+        return self._present(digest, size, self._file(digest)) is not None
+
+    def hit(self, digest: Digest, size: int | None = None) -> IngestResult | None:
+        """The blob if present (as ``exists``), with its use recorded (``touch``): what
+        ``ingest`` returns on a cache hit, without lock or source; ``None`` if absent."""
+        final = self._file(digest)
+        st = self._present(digest, size, final)
+        if st is None:
+            return None
+        try:
+            os.utime(final)
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # pruned between the check and the touch: fetch it again
+        except OSError as e:
+            log.debug("cannot record a use of %s: %s", final, e)
+        return IngestResult(digest, st.st_size, Path(final), False, 0, 0)
+
+    def _present(self, digest: Digest, size: int | None, path: str) -> os.stat_result | None:
+        """``exists``, returning the blob's ``lstat`` (``path`` is ``_file(digest)``)."""
         self._check_layout_once()
         try:
             st = os.lstat(path)
         except (FileNotFoundError, NotADirectoryError):
-            return False
+            return None
         except OSError as e:
             raise storage_error(e, "read", path, CACHE_HINT) from e
         if not stat.S_ISREG(st.st_mode):
-            self.set_aside(path, st, "is not a regular file")
-            return False
+            self.set_aside(Path(path), st, "is not a regular file")
+            return None
         if size is None or st.st_size == size:
-            return True
+            return st
         try:
-            actual = self.hash_file(path, digest.algorithm)
+            actual = self.hash_file(Path(path), digest.algorithm)
         except FileNotFoundError:
-            return False
+            return None
         except OSError as e:
             raise storage_error(e, "read", path, CACHE_HINT) from e
         if actual != digest:
-            self.set_aside(path, st, f"hashes to {actual}")
+            self.set_aside(Path(path), st, f"hashes to {actual}")
         else:
             log.warning(
                 "%s is %d bytes in the cache, not the %d bytes asked for: the descriptor is wrong",
                 digest, st.st_size, size,
             )  # fmt: skip
-        return False
+        return None
 
     def open(self, digest: Digest) -> BinaryIO:
         """Open the blob for reading; ``NotFoundError`` if absent. An open blob survives pruning."""
@@ -353,7 +375,7 @@ class BlobCache:
         Best effort: a blob owned by another user cannot be touched, which only
         makes it look older to ``prune``.
         """
-        path = self.path(digest)
+        path = self._file(digest)
         try:
             os.utime(path)
         except (FileNotFoundError, NotADirectoryError):
@@ -404,7 +426,7 @@ class BlobCache:
         whatever the source raises (a resumable partial is kept).
         """
         final = self._before_ingest(digest, size)
-        hit = self._hit(digest, size, final)
+        hit = self.hit(digest, size)
         if hit is not None:
             return hit
         self._prepare()
@@ -412,7 +434,7 @@ class BlobCache:
             with self._digest_lock(digest, until=lambda: self._published(final, size)) as held:
                 if held:
                     return self._ingest_locked(digest, size, source, final)
-            hit = self._hit(digest, size, final)  # the holder published it while we waited
+            hit = self.hit(digest, size)  # the holder published it while we waited
             if hit is not None:
                 return hit
 
@@ -427,7 +449,7 @@ class BlobCache:
         usually cache hits. Raises what ``ingest`` raises.
         """
         final = self._before_ingest(digest, size)
-        hit = self._hit(digest, size, final)
+        hit = self.hit(digest, size)
         if hit is not None:
             return hit
         self._prepare()
@@ -465,16 +487,6 @@ class BlobCache:
         """Ingest an in-memory blob (manifests, configs)."""
         return self.ingest(digest, len(data), lambda offset: (offset, (data[offset:],)))
 
-    def _hit(self, digest: Digest, size: int | None, final: Path) -> IngestResult | None:
-        if not self.exists(digest, size):
-            return None
-        try:
-            self.touch(digest)
-            st = os.lstat(final)
-        except (NotFoundError, FileNotFoundError):
-            return None  # pruned between the check and the touch: fetch it again
-        return IngestResult(digest, st.st_size, final, False, 0, 0)
-
     @contextmanager
     def _digest_lock(
         self, digest: Digest, until: Callable[[], bool] | None = None
@@ -482,7 +494,7 @@ class BlobCache:
         """Hold ``digest``'s single-flight lock (yields ``True``), waiting visibly up to
         ``lock_timeout()``; yields ``False``, holding nothing, once ``until()`` is true."""
         path = self.lock_path(digest)
-        lock = filelock.FileLock(path)
+        lock = file_lock(path)
         try:
             held = acquire_visibly(lock, str(digest), path, log, until=until)
         except LockTimeoutError:  # a TimeoutError, hence an OSError: not a storage problem
@@ -510,7 +522,7 @@ class BlobCache:
     def _digest_lock_if_free(self, digest: Digest) -> Iterator[bool]:
         """Hold ``digest``'s lock if nobody holds it (yields ``True``); else yield ``False``."""
         path = self.lock_path(digest)
-        lock = filelock.FileLock(path)
+        lock = file_lock(path)
         try:
             held = try_acquire(lock)
         except OSError as e:
@@ -524,7 +536,7 @@ class BlobCache:
         finally:
             self._release(lock, path)
 
-    def _release(self, lock: filelock.BaseFileLock, path: Path) -> None:
+    def _release(self, lock: BaseFileLock, path: Path) -> None:
         if self.locks_trusted:
             # Unlink while held: flock waiters that locked the old inode see
             # st_nlink == 0 and retry (filelock checks), so locks/ stays small.
@@ -535,7 +547,7 @@ class BlobCache:
         self, digest: Digest, size: int | None, source: BlobSource, final: Path
     ) -> IngestResult:
         """Fetch and publish ``digest`` under its lock (present by now: a hit, no fetch)."""
-        hit = self._hit(digest, size, final)
+        hit = self.hit(digest, size)
         if hit is not None:
             return hit
         resumable = self.locks_trusted

@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
     "LOCK_TIMEOUT_ENV",
     "acquire_visibly",
+    "file_lock",
     "lock_timeout",
     "try_acquire",
 ]
@@ -53,6 +54,11 @@ def lock_timeout() -> float:
             f"{LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds (use e.g. 300 or 0.5)"
         )
     return value
+
+
+def file_lock(path: Path) -> filelock.BaseFileLock:
+    """An OS lock (``flock``) on the file ``path``, not yet taken."""
+    return filelock.FileLock(path)
 
 
 def try_acquire(lock: filelock.BaseFileLock) -> bool:

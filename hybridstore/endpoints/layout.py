@@ -155,11 +155,11 @@ class LayoutDestination:
     def put_local(self, desc: Descriptor, progress: Progress) -> BlobOutcome | None:
         if self.layout.exists(desc):
             return self._done(desc, progress, "present", False, 0)
-        if not self.cache.exists(desc.digest, desc.size):
+        hit = self.cache.hit(desc.digest, desc.size)
+        if hit is None:
             return None
-        self.cache.touch(desc.digest)
         try:
-            mode = self.layout.add_blob_from_cache(desc.digest, desc.size)
+            mode = self.layout.link_blob(hit.path, desc.digest, desc.size)
         except NotFoundError:
             return None  # pruned between the check and the link: fetch it
         return self._done(desc, progress, _mode_name(mode), False, 0)
@@ -181,7 +181,7 @@ class LayoutDestination:
             if src.is_remote:
                 transferred += res.bytes_transferred
             try:
-                mode = self.layout.add_blob_from_cache(desc.digest, desc.size)
+                mode = self.layout.link_blob(res.path, desc.digest, desc.size)
             except NotFoundError:
                 # A concurrent `cache prune` removed it between ingest and link: fetch again.
                 if attempt:
