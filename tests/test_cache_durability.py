@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from support.oci_builder import LayoutBuilder
 
-import hybridstore.cache
+import hybridstore.fsutil
 import hybridstore.layout
 from hybridstore.archive import export_to_path
 from hybridstore.archive_import import import_archive
@@ -33,7 +33,7 @@ def dir_syncs(monkeypatch: pytest.MonkeyPatch) -> Counter[Path]:
         seen[Path(path)] += 1
         fsync_dir(path)
 
-    monkeypatch.setattr(hybridstore.cache, "fsync_dir", recording)
+    monkeypatch.setattr(hybridstore.fsutil, "fsync_dir", recording)
     return seen
 
 
@@ -88,11 +88,11 @@ def test_a_failing_directory_fsync_is_one_storage_error_and_stays_pending(
     def broken(path: str | os.PathLike[str]) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(hybridstore.cache, "fsync_dir", broken)
+    monkeypatch.setattr(hybridstore.fsutil, "fsync_dir", broken)
     with pytest.raises(StorageError, match=r"cannot sync .*blobs/sha256.*\[EIO\]"):
         cache.sync()
     assert cache.unsynced_dirs == {cache.blobs_dir / "sha256"}  # a later sync() retries
-    monkeypatch.setattr(hybridstore.cache, "fsync_dir", fsync_dir)
+    monkeypatch.setattr(hybridstore.fsutil, "fsync_dir", fsync_dir)
     cache.sync()
     assert cache.unsynced_dirs == frozenset()
 

@@ -150,6 +150,7 @@ class LayoutDestination:
         return outcome
 
     def try_put_blob(self, desc: Descriptor, src: Source, progress: Progress) -> BlobOutcome | None:
+        # The engine calls this right after put_local found nothing: do not look again.
         return self._put(desc, src, progress, wait=False)
 
     def put_local(self, desc: Descriptor, progress: Progress) -> BlobOutcome | None:
@@ -169,7 +170,7 @@ class LayoutDestination:
     ) -> BlobOutcome | None:
         fetched, transferred = False, 0
         for attempt in range(2):
-            local = self.put_local(desc, progress)
+            local = self.put_local(desc, progress) if wait or attempt else None
             if local is not None:
                 return local
             source = _announced(desc, src.blob_source(desc, progress), progress)
