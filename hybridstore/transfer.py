@@ -259,7 +259,9 @@ def _put_blobs(
     waited = pool.map(lambda i: dst.put_blob(blobs[i], src, progress), deferred)
     for i, outcome in zip(deferred, waited, strict=True):
         outcomes[i] = outcome
-    return [o for o in outcomes if o is not None]
+    done = [o for o in outcomes if o is not None]
+    assert len(done) == len(blobs)  # a waiting put_blob never defers
+    return done
 
 
 def _registry_root(src: Source, root: Descriptor, options: CopyOptions) -> Descriptor:

@@ -4,6 +4,7 @@ for the others afterwards, and stops waiting as soon as the fetcher has publishe
 from __future__ import annotations
 
 import logging
+import subprocess
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -113,7 +114,7 @@ def test_a_waiter_stops_when_the_holder_publishes_not_when_it_lets_go(
 class _ReleaseAfter(Progress):
     """Lets the lock holder go once ``trigger`` is in the layout; records fetch starts."""
 
-    def __init__(self, holder: Any, trigger: str) -> None:
+    def __init__(self, holder: subprocess.Popen[str], trigger: str) -> None:
         self.holder, self.trigger = holder, trigger
         self.started: list[str] = []
 
