@@ -367,6 +367,7 @@ def import_archive(
         mode = target.add_blob_from_cache(desc.digest, desc.size)
         key = mode.value if mode is not None else "present"
         result.link_modes[key] = result.link_modes.get(key, 0) + 1
+    blob_cache.sync()  # the imported cache entries are durable before a ref names them
     target.tag_many(((desc, name) for name, desc in roots), replace=overwrite)
     result.refs = roots
     return result

@@ -11,24 +11,35 @@ an existing directory of that shape works as a cache)::
     <root>/quarantine/               blobs that failed a check, set aside for inspection
 
 Publishing: bytes stream into a file under ``ingest/`` while being hashed and
-counted; then fsync, check size and digest, ``os.link`` into ``blobs/``
-(``EEXIST``: someone else published it, fine), unlink the ingest file, fsync the
-directory. Never ``os.replace`` onto a blob: layouts hard-link blob inodes, and
+counted (``ingest_file.py``); then fsync, check size and digest, ``os.link``
+into ``blobs/`` (``EEXIST``: someone else published it, fine), unlink the ingest
+file. Never ``os.replace`` onto a blob: layouts hard-link blob inodes, and
 swapping the inode would leave them behind (pnpm#3445). Nothing unverified is
 ever visible under ``blobs/``.
 
+Durability: a blob's *data* is fsynced before its name appears, so a visible
+name never shows a torn file. The *name* is made durable later, in bulk:
+``sync()`` fsyncs each ``blobs/<alg>/`` that got new entries once (per-blob
+directory fsyncs were a sixth of a cold 500-blob pull). Whoever writes a
+completion marker that may name these blobs calls it first: a layout before
+``index.json``, an import before it tags. That is safe because a layout never
+depends on the cache's name: it holds its own hard link (sharing the
+already-fsynced inode), reflink or copy (fsynced as a file) in its own
+``blobs/<alg>/``, which it fsyncs before ``index.json``. After a power loss the
+worst case is a missing cache entry (fetched again when next used), never a
+layout ref to a missing or torn blob; callers that only read a blob back
+(extract, staging an upload) need no ``sync()`` at all.
+
 Single flight: the writer of a digest holds an OS lock for it (``filelock``;
 the kernel drops it if the holder dies), so a blob crosses the network once per
-machine; the others wait and then find it published. Correctness never depends
-on the lock: on filesystems whose locks we cannot trust (network and FUSE
-filesystems, where flock may silently succeed for everyone) each writer uses
-its own unique temp file and only whole, verified files are ever linked.
-
-Resume: where locks are trusted, the lock holder writes at a deterministic
-``ingest/<alg>-<enc>.partial``; a holder killed mid-download leaves it there and
-the next holder re-hashes that prefix and asks the source for the rest (an HTTP
-Range request). If the source restarts from 0, or the resumed blob fails
-verification (the prefix is rejected), it starts over from byte 0 once.
+machine; the others wait until it is published. ``try_ingest`` does not wait:
+it hands back a digest someone else is fetching, so a puller can first fetch
+what nobody is fetching and come back for the rest (usually cache hits by
+then). Correctness never depends on the lock: where locks cannot be trusted
+(network and FUSE filesystems, where flock may silently succeed for everyone)
+each writer uses its own temp file and only whole, verified files are linked.
+Where they are trusted, a holder killed mid-download leaves its partial for the
+next holder to resume (``ingest_file.fill``).
 
 "Used", for pruning, is the blob file's mtime: set when the blob is published,
 and bumped by ``touch`` (which ``ingest`` calls on every cache hit and layout
@@ -41,18 +52,16 @@ keeps the cache free of per-use bookkeeping files.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, BinaryIO, Final
-
-import filelock
 
 from .digest import SUPPORTED_ALGORITHMS, Digest
 from .errors import (
@@ -61,19 +70,28 @@ from .errors import (
     InvalidDigestError,
     InvalidInputError,
     LockTimeoutError,
-    NetworkError,
     NotFoundError,
     StorageError,
 )
 from .fsutil import (
     LOCAL_FILESYSTEMS,
+    DeferredDirSyncs,
     atomic_write_bytes,
     filesystem_type,
     fsync_dir,
     storage_error,
+    unlink_quietly,
 )
-from .ingest_file import CHUNK_SIZE, IngestFile, open_partial
-from .locking import LOCK_TIMEOUT_ENV, acquire_visibly, lock_timeout
+from .ingest_file import (
+    CHUNK_SIZE,
+    BlobSource,
+    IngestFile,
+    IngestResult,
+    fill,
+    open_partial,
+    stream_source,
+)
+from .locking import LOCK_TIMEOUT_ENV, acquire_visibly, file_lock, lock_timeout, try_acquire
 
 if TYPE_CHECKING:
     from .cache_admin import CacheInfo, DiskUsage, PruneReport, VerifyReport
@@ -93,11 +111,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BlobSource = Callable[[int], tuple[int, Iterable[bytes]]]
-"""``source(offset)`` opens the content from byte ``offset`` and returns
-``(actual_start, chunks)``: ``actual_start`` is ``offset`` when it could resume,
-0 when it restarted from the beginning. It may raise hybridstore errors."""
-
 LAYOUT_VERSION: Final = 1
 LAYOUT_FILE: Final = "hybridstore-layout"
 DEFAULT_GRACE: Final = 3600.0
@@ -112,36 +125,10 @@ _CACHEDIR_TAG: Final = (
 CACHE_HINT: Final = "choose another cache with --cache or HYBRIDSTORE_CACHE_DIR"
 
 
-@dataclass(frozen=True)
-class IngestResult:
-    """What one ``ingest`` call did."""
-
-    digest: Digest
-    size: int
-    path: Path  # blobs/<alg>/<enc> in the cache
-    fetched: bool  # False when the blob was already present (no source call at all)
-    bytes_transferred: int  # bytes read from the source by this call
-    resumed_from: int  # offset a resume (range request) started at; 0 if none
-    restarted: bool = False  # a partial was rejected and the blob fetched again from byte 0
-
-
-def _close_chunks(chunks: Iterable[bytes]) -> None:
-    close = getattr(chunks, "close", None)
-    if callable(close):
-        close()
-
-
 def _cache_hint(exc: OSError) -> str:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"free space (hybridstore cache prune) or {CACHE_HINT}"
     return CACHE_HINT
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 class BlobCache:
@@ -154,9 +141,12 @@ class BlobCache:
         by filesystem type (local filesystems yes, network/FUSE no)."""
         base = Path(root).expanduser() if root is not None else self.default_root()
         self.root: Path = base.absolute()
+        self._blobs = os.path.join(self.root, "blobs")  # str: per-blob paths skip pathlib
         self._trust_locks = trust_locks
         self._prepared = False
         self._layout_checked = False
+        self._unsynced = DeferredDirSyncs()  # blobs/<alg> with entries not yet durable
+        self._alg_dirs: set[Path] = set()  # blobs/<alg> directories known to exist
 
     def __repr__(self) -> str:
         return f"BlobCache({str(self.root)!r})"
@@ -202,8 +192,11 @@ class BlobCache:
 
     def path(self, digest: Digest) -> Path:
         """Where ``digest``'s blob lives (may not exist); refuses bad or unverifiable digests."""
+        return Path(self._file(digest))
+
+    def _file(self, digest: Digest) -> str:
         alg, enc = digest.path_components()
-        return self.blobs_dir / alg / enc
+        return f"{self._blobs}/{alg}/{enc}"
 
     def _ingest_name(self, digest: Digest) -> str:
         alg, enc = digest.path_components()
@@ -277,33 +270,51 @@ class BlobCache:
         links); if the caller's size is wrong the file is left alone. Either
         way the answer is ``False``.
         """
-        path = self.path(digest)
+        return self._present(digest, size, self._file(digest)) is not None
+
+    def hit(self, digest: Digest, size: int | None = None) -> IngestResult | None:
+        """The blob if present (as ``exists``), with its use recorded (``touch``): what
+        ``ingest`` returns on a cache hit, without lock or source; ``None`` if absent."""
+        final = self._file(digest)
+        st = self._present(digest, size, final)
+        if st is None:
+            return None
+        try:
+            os.utime(final)
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # pruned between the check and the touch: fetch it again
+        except OSError as e:
+            log.debug("cannot record a use of %s: %s", final, e)
+        return IngestResult(digest, st.st_size, Path(final), False, 0, 0)
+
+    def _present(self, digest: Digest, size: int | None, path: str) -> os.stat_result | None:
+        """``exists``, returning the blob's ``lstat`` (``path`` is ``_file(digest)``)."""
         self._check_layout_once()
         try:
             st = os.lstat(path)
         except (FileNotFoundError, NotADirectoryError):
-            return False
+            return None
         except OSError as e:
             raise storage_error(e, "read", path, CACHE_HINT) from e
         if not stat.S_ISREG(st.st_mode):
-            self.set_aside(path, st, "is not a regular file")
-            return False
+            self.set_aside(Path(path), st, "is not a regular file")
+            return None
         if size is None or st.st_size == size:
-            return True
+            return st
         try:
-            actual = self.hash_file(path, digest.algorithm)
+            actual = self.hash_file(Path(path), digest.algorithm)
         except FileNotFoundError:
-            return False
+            return None
         except OSError as e:
             raise storage_error(e, "read", path, CACHE_HINT) from e
         if actual != digest:
-            self.set_aside(path, st, f"hashes to {actual}")
+            self.set_aside(Path(path), st, f"hashes to {actual}")
         else:
             log.warning(
                 "%s is %d bytes in the cache, not the %d bytes asked for: the descriptor is wrong",
                 digest, st.st_size, size,
             )  # fmt: skip
-        return False
+        return None
 
     def open(self, digest: Digest) -> BinaryIO:
         """Open the blob for reading; ``NotFoundError`` if absent. An open blob survives pruning."""
@@ -332,7 +343,7 @@ class BlobCache:
         Best effort: a blob owned by another user cannot be touched, which only
         makes it look older to ``prune``.
         """
-        path = self.path(digest)
+        path = self._file(digest)
         try:
             os.utime(path)
         except (FileNotFoundError, NotADirectoryError):
@@ -382,76 +393,95 @@ class BlobCache:
         not writable), ``LockTimeoutError``, ``UnsupportedAlgorithmError``, or
         whatever the source raises (a resumable partial is kept).
         """
+        result = self._ingest(digest, size, source, wait=True)
+        assert result is not None  # only an ingest that does not wait gives up
+        return result
+
+    def try_ingest(
+        self, digest: Digest, size: int | None, source: BlobSource
+    ) -> IngestResult | None:
+        """``ingest``, unless another process is fetching ``digest`` right now: then
+        ``None`` at once, without waiting and without calling ``source``.
+
+        For schedulers (``transfer.copy_graph``): do the blobs nobody else is
+        fetching first, then ``ingest`` the deferred ones, which by then are
+        usually cache hits. Raises what ``ingest`` raises.
+        """
+        return self._ingest(digest, size, source, wait=False)
+
+    def _ingest(
+        self, digest: Digest, size: int | None, source: BlobSource, *, wait: bool
+    ) -> IngestResult | None:
         final = self.path(digest)
         if size is not None and size < 0:
             raise InvalidInputError(f"{digest}: size must not be negative, got {size}")
-        hit = self._hit(digest, size, final)
-        if hit is not None:
-            return hit
-        self._prepare()
-        with self._digest_lock(digest):
-            hit = self._hit(digest, size, final)
+        while True:
+            hit = self.hit(digest, size)  # also after a wait that ended with the blob published
             if hit is not None:
                 return hit
-            return self._ingest_locked(digest, size, source, final)
+            self._prepare()
+            published = functools.partial(self._published, final, size)
+            with self._digest_lock(digest, until=published, wait=wait) as held:
+                if held:
+                    return self._ingest_locked(digest, size, source, final)
+            if not wait:
+                log.debug("%s is being fetched by another process; deferring it", digest)
+                return None
 
     def ingest_stream(self, digest: Digest, size: int | None, stream: IO[bytes]) -> IngestResult:
         """Ingest from a file-like object; a seekable one can resume, others restart from 0."""
-        try:
-            start: int | None = stream.tell() if stream.seekable() else None
-        except OSError:
-            start = None
-        calls = 0
-
-        def source(offset: int) -> tuple[int, Iterable[bytes]]:
-            nonlocal calls
-            calls += 1
-            if start is not None:
-                stream.seek(start + offset)
-                return offset, _read_chunks(stream)
-            if calls > 1:
-                raise ValueError(f"{digest}: a non-seekable stream can only be read once")
-            return 0, _read_chunks(stream)
-
-        return self.ingest(digest, size, source)
+        return self.ingest(digest, size, stream_source(digest, stream))
 
     def ingest_bytes(self, digest: Digest, data: bytes) -> IngestResult:
         """Ingest an in-memory blob (manifests, configs)."""
         return self.ingest(digest, len(data), lambda offset: (offset, (data[offset:],)))
 
-    def _hit(self, digest: Digest, size: int | None, final: Path) -> IngestResult | None:
-        if not self.exists(digest, size):
-            return None
-        try:
-            self.touch(digest)
-            st = os.lstat(final)
-        except (NotFoundError, FileNotFoundError):
-            return None  # pruned between the check and the touch: fetch it again
-        return IngestResult(digest, st.st_size, final, False, 0, 0)
-
     @contextmanager
-    def _digest_lock(self, digest: Digest) -> Iterator[None]:
-        """Hold ``digest``'s single-flight lock, waiting visibly up to ``lock_timeout()``."""
+    def _digest_lock(
+        self, digest: Digest, until: Callable[[], bool] | None = None, *, wait: bool = True
+    ) -> Iterator[bool]:
+        """Hold ``digest``'s single-flight lock (yields ``True``), waiting visibly up to
+        ``lock_timeout()``. Yields ``False``, holding nothing, once ``until()`` is true,
+        or at once if another process holds it and not ``wait``."""
         path = self.lock_path(digest)
-        lock = filelock.FileLock(path)
+        lock = file_lock(path)
         try:
-            acquire_visibly(lock, str(digest), path, log)
+            if wait:
+                held = acquire_visibly(lock, str(digest), path, log, until=until)
+            else:
+                held = try_acquire(lock)
         except LockTimeoutError:  # a TimeoutError, hence an OSError: not a storage problem
             raise
         except OSError as e:
             raise storage_error(e, "lock", path, _cache_hint(e)) from e
+        if not held:
+            yield False
+            return
         try:
-            yield
+            yield True
         finally:
             if self.locks_trusted:
                 # Unlink while held: flock waiters that locked the old inode see
                 # st_nlink == 0 and retry (filelock checks), so locks/ stays small.
-                _unlink_quietly(path)
+                unlink_quietly(path)
             lock.release()
+
+    @staticmethod
+    def _published(final: Path, size: int | None) -> bool:
+        """Whether a regular file of ``size`` (if known) is at ``final``: one ``lstat``."""
+        try:
+            st = os.lstat(final)
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and (size is None or st.st_size == size)
 
     def _ingest_locked(
         self, digest: Digest, size: int | None, source: BlobSource, final: Path
     ) -> IngestResult:
+        """Fetch and publish ``digest`` under its lock (present by now: a hit, no fetch)."""
+        hit = self.hit(digest, size)
+        if hit is not None:
+            return hit
         resumable = self.locks_trusted
         try:
             if resumable:
@@ -466,7 +496,9 @@ class BlobCache:
         sink = IngestFile(fd, work, digest, size)
         discard = True
         try:
-            transferred, resumed_from, restarted = self._fill(sink, source)
+            transferred, resumed_from, restarted = fill(
+                sink, source, lambda e: storage_error(e, "write", sink.path, _cache_hint(e))
+            )
             self._publish(sink, final)
             return IngestResult(
                 digest, sink.size, final, True, transferred, resumed_from, restarted
@@ -484,71 +516,7 @@ class BlobCache:
         finally:
             os.close(fd)
             if discard:
-                _unlink_quietly(work)
-
-    def _fill(self, sink: IngestFile, source: BlobSource) -> tuple[int, int, bool]:
-        """Bring ``sink`` to the verified blob; return (transferred, resumed from, restarted)."""
-        digest = sink.digest
-        transferred = resumed_from = 0
-        restarted = False
-        have = self._storage(sink.load_prefix, sink)
-        if have:
-            if sink.problem() is None:
-                log.info("%s: a partial ingest is already complete; publishing it", digest)
-                return 0, have, False
-            if sink.expected_size is not None and have >= sink.expected_size:
-                log.warning("%s: discarding a full-length partial that fails verification", digest)
-                self._storage(sink.reset, sink)
-                restarted = True
-        while True:
-            offset = sink.size
-            start, chunks = source(offset)
-            if start != offset:
-                if start != 0:
-                    _close_chunks(chunks)
-                    start, chunks = source(0)
-                    if start != 0:
-                        _close_chunks(chunks)
-                        raise NetworkError(
-                            f"{digest}: the source started at byte {start} when asked for byte 0"
-                        )
-                log.info("%s: the source cannot resume at byte %d; starting over", digest, offset)
-                self._storage(sink.reset, sink)
-            elif offset:
-                resumed_from = resumed_from or offset
-                log.info("%s: resuming a partial ingest at byte %d", digest, offset)
-            try:
-                transferred += self._pump(sink, chunks)
-            finally:
-                _close_chunks(chunks)
-            problem = sink.problem()
-            if problem is None:
-                return transferred, resumed_from, restarted
-            if offset and start == offset and not restarted:
-                log.warning(
-                    "%s: the resumed download failed verification (%s); starting over from byte 0",
-                    digest, problem,
-                )  # fmt: skip
-                self._storage(sink.reset, sink)
-                restarted = True
-                continue
-            raise problem
-
-    def _pump(self, sink: IngestFile, chunks: Iterable[bytes]) -> int:
-        n = 0
-        for chunk in chunks:  # the source's own errors propagate unchanged
-            n += len(chunk)
-            self._storage(sink.add, sink, chunk)
-        self._storage(sink.flush, sink)
-        return n
-
-    @staticmethod
-    def _storage(op: Callable[..., int | None], sink: IngestFile, *args: bytes) -> int:
-        """Run a sink operation, reporting any ``OSError`` as one ``StorageError`` line."""
-        try:
-            return op(*args) or 0
-        except OSError as e:
-            raise storage_error(e, "write", sink.path, _cache_hint(e)) from e
+                unlink_quietly(work)
 
     def _publish(self, sink: IngestFile, final: Path) -> None:
         """Make the verified ingest file visible as ``final``: link, never replace."""
@@ -557,9 +525,11 @@ class BlobCache:
             os.fchmod(sink.fd, 0o444)
             os.utime(sink.fd)  # "last used" starts now, also for a partial finished long ago
             os.fsync(sink.fd)
-            if not final.parent.is_dir():
-                final.parent.mkdir(parents=True, exist_ok=True)
-                fsync_dir(final.parent.parent)
+            if final.parent not in self._alg_dirs:
+                if not final.parent.is_dir():
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    fsync_dir(final.parent.parent)
+                self._alg_dirs.add(final.parent)  # never removed: no need to look again
             try:
                 os.link(sink.path, final)
             except FileExistsError:
@@ -574,10 +544,25 @@ class BlobCache:
                 # No hard links here: rename, but still never over an existing blob.
                 if not os.path.lexists(final):
                     os.rename(sink.path, final)
-            _unlink_quietly(sink.path)
-            fsync_dir(final.parent)
+                    self._unsynced.add(final.parent)
+            else:
+                self._unsynced.add(final.parent)
+            unlink_quietly(sink.path)
         except OSError as e:
             raise storage_error(e, "publish", final, _cache_hint(e)) from e
+
+    # -- durability --------------------------------------------------------------------
+
+    @property
+    def unsynced_dirs(self) -> frozenset[Path]:
+        """Directories where this object published blobs whose names are not yet durable."""
+        return self._unsynced.pending
+
+    def sync(self) -> None:
+        """Make the name of every blob this object has published durable: fsync each
+        directory with new entries, once. Call it before writing anything that names
+        those blobs (see "Durability" above); thread-safe, cheap when nothing is pending."""
+        self._unsynced.sync(CACHE_HINT)
 
     # -- maintenance (implemented in cache_admin) ---------------------------------------
 
@@ -615,8 +600,3 @@ class BlobCache:
             grace=grace,
             dry_run=dry_run,
         )
-
-
-def _read_chunks(stream: IO[bytes]) -> Iterator[bytes]:
-    while chunk := stream.read(CHUNK_SIZE):
-        yield chunk

@@ -12,16 +12,19 @@ import errno
 import os
 import re
 import tempfile
+import threading
 from pathlib import Path
 
 from .errors import StorageError
 
 __all__ = [
     "LOCAL_FILESYSTEMS",
+    "DeferredDirSyncs",
     "atomic_write_bytes",
     "filesystem_type",
     "fsync_dir",
     "storage_error",
+    "unlink_quietly",
 ]
 
 # Filesystems whose flock(2) is enforced by the one kernel every user of the
@@ -60,6 +63,14 @@ def storage_error(
     return err
 
 
+def unlink_quietly(path: str | os.PathLike[str]) -> None:
+    """Remove ``path`` if it can be removed; for clean-up that must not mask another error."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def fsync_dir(path: str | os.PathLike[str]) -> None:
     """Make a directory's entries durable (after a create, link, rename or unlink in it)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -70,6 +81,37 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
             raise
     finally:
         os.close(fd)
+
+
+class DeferredDirSyncs:
+    """Directories that got new entries whose fsync is deferred: ``sync`` fsyncs each once.
+
+    Thread-safe. ``sync`` holds the lock while it syncs, so a ``sync`` that returns,
+    in any thread, has covered every directory added before it was called.
+    """
+
+    def __init__(self) -> None:
+        self._dirs: set[Path] = set()
+        self._lock = threading.Lock()
+
+    def add(self, directory: Path) -> None:
+        with self._lock:
+            self._dirs.add(directory)
+
+    @property
+    def pending(self) -> frozenset[Path]:
+        with self._lock:
+            return frozenset(self._dirs)
+
+    def sync(self, hint: str = "") -> None:
+        """fsync every pending directory; one that fails stays pending (``StorageError``)."""
+        with self._lock:
+            for directory in sorted(self._dirs):
+                try:
+                    fsync_dir(directory)
+                except OSError as e:
+                    raise storage_error(e, "sync", directory, hint) from e
+                self._dirs.discard(directory)
 
 
 def atomic_write_bytes(

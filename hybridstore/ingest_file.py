@@ -1,25 +1,61 @@
-"""One ingest file of the cache: hashed and counted as bytes arrive, written in large
-pieces, checked against the digest and size it must become.
+"""One ingest into the cache: the file the bytes go to, how it is filled from a source
+(hashed and counted as bytes arrive, resumed from a partial's prefix), and what the
+ingest did. Locks, the choice of file, publishing and durability are ``cache.py``'s.
 
+``fill`` is the resume protocol: re-hash what a partial holds, ask the source
+for the rest (an HTTP Range request), start over from byte 0 if the source
+cannot resume, and once more if the resumed blob fails verification.
 ``write_some`` is the one seam where blob bytes reach the OS (tests inject
-ENOSPC there). ``open_partial`` opens a resumable partial safely; the
-protocol around these files (locks, resume, publish by link) is ``cache.py``'s.
+ENOSPC there). ``open_partial`` opens a resumable partial safely.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import stat
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
 from .digest import Digest
-from .errors import DigestMismatchError, IntegrityError, SizeMismatchError
+from .errors import DigestMismatchError, IntegrityError, NetworkError, SizeMismatchError
 
-__all__ = ["CHUNK_SIZE", "IngestFile", "open_partial", "write_all", "write_some"]
+__all__ = [
+    "BlobSource",
+    "CHUNK_SIZE",
+    "IngestFile",
+    "IngestResult",
+    "fill",
+    "open_partial",
+    "stream_source",
+    "write_all",
+    "write_some",
+]
+
+log = logging.getLogger("hybridstore.cache")
+
+BlobSource = Callable[[int], tuple[int, Iterable[bytes]]]
+"""``source(offset)`` opens the content from byte ``offset`` and returns
+``(actual_start, chunks)``: ``actual_start`` is ``offset`` when it could resume,
+0 when it restarted from the beginning. It may raise hybridstore errors."""
 
 CHUNK_SIZE: Final = 1 << 20  # hashing and writing in 1 MiB pieces is the fastest here
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one ``ingest`` call did."""
+
+    digest: Digest
+    size: int
+    path: Path  # blobs/<alg>/<enc> in the cache
+    fetched: bool  # False when the blob was already present (no source call at all)
+    bytes_transferred: int  # bytes read from the source by this call
+    resumed_from: int  # offset a resume (range request) started at; 0 if none
+    restarted: bool = False  # a partial was rejected and the blob fetched again from byte 0
 
 
 def write_some(fd: int, data: memoryview) -> int:
@@ -31,7 +67,6 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[write_some(fd, view) :]
-
 
 
 class IngestFile:
@@ -46,6 +81,8 @@ class IngestFile:
     def load_prefix(self) -> int:
         """Re-hash what an earlier writer left in the file; position at its end."""
         length = os.fstat(self.fd).st_size
+        if length == 0:
+            return 0  # a new file (the usual case): nothing to read back
         if self.expected_size is not None and length > self.expected_size:
             self.reset()
             return 0
@@ -121,3 +158,104 @@ def open_partial(path: Path) -> int:
     if not st.st_mode & stat.S_IWUSR:
         os.chmod(path, 0o644)
     return os.open(path, flags, 0o644)
+
+
+# -- filling ---------------------------------------------------------------------------------
+
+
+def fill(
+    sink: IngestFile, source: BlobSource, storage_failure: Callable[[OSError], Exception]
+) -> tuple[int, int, bool]:
+    """Bring ``sink`` to the verified blob; return (transferred, resumed from, restarted).
+
+    ``storage_failure`` turns an ``OSError`` of the sink into the error to raise; the
+    source's own errors propagate unchanged.
+    """
+
+    def storage(op: Callable[..., int | None], *args: bytes) -> int:
+        try:
+            return op(*args) or 0
+        except OSError as e:
+            raise storage_failure(e) from e
+
+    digest = sink.digest
+    transferred = resumed_from = 0
+    restarted = False
+    have = storage(sink.load_prefix)
+    if have:
+        if sink.problem() is None:
+            log.info("%s: a partial ingest is already complete; publishing it", digest)
+            return 0, have, False
+        if sink.expected_size is not None and have >= sink.expected_size:
+            log.warning("%s: discarding a full-length partial that fails verification", digest)
+            storage(sink.reset)
+            restarted = True
+    while True:
+        offset = sink.size
+        start, chunks = source(offset)
+        if start != offset:
+            if start != 0:
+                _close_chunks(chunks)
+                start, chunks = source(0)
+                if start != 0:
+                    _close_chunks(chunks)
+                    raise NetworkError(
+                        f"{digest}: the source started at byte {start} when asked for byte 0"
+                    )
+            log.info("%s: the source cannot resume at byte %d; starting over", digest, offset)
+            storage(sink.reset)
+        elif offset:
+            resumed_from = resumed_from or offset
+            log.info("%s: resuming a partial ingest at byte %d", digest, offset)
+        try:
+            for chunk in chunks:
+                transferred += len(chunk)
+                storage(sink.add, chunk)
+            storage(sink.flush)
+        finally:
+            _close_chunks(chunks)
+        problem = sink.problem()
+        if problem is None:
+            return transferred, resumed_from, restarted
+        if offset and start == offset and not restarted:
+            log.warning(
+                "%s: the resumed download failed verification (%s); starting over from byte 0",
+                digest, problem,
+            )  # fmt: skip
+            storage(sink.reset)
+            restarted = True
+            continue
+        raise problem
+
+
+def _close_chunks(chunks: Iterable[bytes]) -> None:
+    close = getattr(chunks, "close", None)
+    if callable(close):
+        close()
+
+
+def stream_source(digest: Digest, stream: IO[bytes]) -> BlobSource:
+    """A ``BlobSource`` over a file object: a seekable one resumes, others restart from 0
+    (and can be read only once)."""
+    try:
+        start: int | None = stream.tell() if stream.seekable() else None
+    except OSError:
+        start = None
+    calls = 0
+
+    def source(offset: int) -> tuple[int, Iterable[bytes]]:
+        nonlocal calls
+        calls += 1
+        if start is not None:
+            stream.seek(start + offset)
+            return offset, _read_chunks(stream)
+        if calls > 1:
+            raise ValueError(f"{digest}: a non-seekable stream can only be read once")
+        return 0, _read_chunks(stream)
+
+    return source
+
+
+def _read_chunks(stream: IO[bytes]) -> Iterator[bytes]:
+    while chunk := stream.read(CHUNK_SIZE):
+        yield chunk

@@ -39,8 +39,6 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Final, TypeVar, cast
 
-import filelock
-
 from . import mediatypes as mt
 from .cache import BlobCache
 from .digest import Digest
@@ -64,7 +62,7 @@ from .layout_refs import (
     one_descriptor,
 )
 from .linking import Linker, LinkMode
-from .locking import acquire_visibly
+from .locking import acquire_visibly, file_lock
 from .model import (
     ANNOTATION_REF_NAME,
     Descriptor,
@@ -192,6 +190,8 @@ class OCILayout:
         self._cache = cache
         self.linker = Linker(link_mode, sync_dirs=False)  # see _write_index
         self._thread_lock = threading.RLock()
+        self._blobs = os.path.join(self.root, BLOBS_DIR)  # str: per-blob paths skip pathlib
+        self._alg_dirs: set[str] = set()  # algorithms whose blobs/<alg> is a real directory
         if create:
             self._initialize()
         self._check_layout()
@@ -284,6 +284,8 @@ class OCILayout:
                 st = _refuse_symlink(p, what)
             if st is None or not stat.S_ISDIR(st.st_mode):
                 raise CorruptionError(f"{p} is not a directory; the layout is damaged")
+        if algorithm is not None:
+            self._alg_dirs.add(algorithm)
         return path
 
     def blob_path(self, digest: Digest) -> Path:
@@ -299,10 +301,10 @@ class OCILayout:
         lock_path = self.root / INDEX_LOCK_FILE
         _refuse_symlink(lock_path, INDEX_LOCK_FILE)
         with self._thread_lock:
-            lock = filelock.FileLock(lock_path)
+            lock = file_lock(lock_path)
             try:
                 what = f"{INDEX_FILE} of {self.root}"
-                acquire_visibly(lock, what, lock_path, log, poll_interval=_LOCK_POLL)
+                acquire_visibly(lock, what, lock_path, log, max_poll=_LOCK_POLL)
             except LockTimeoutError:  # a TimeoutError, hence an OSError: not a storage problem
                 raise
             except OSError as e:
@@ -329,8 +331,12 @@ class OCILayout:
     def _write_index(self, doc: dict[str, Any], *, replace: bool = True) -> None:
         # index.json is the completion marker: the names of every blob it may
         # reference (linked by this or another process) are made durable first,
-        # one fsync per blobs/<alg> directory rather than one per blob.
+        # one fsync per blobs/<alg> directory rather than one per blob. The cache
+        # entries they were linked from are synced too, though the layout does not
+        # need them (see "Durability" in cache.py): a finished pull leaves a warm cache.
         self._sync_blob_dirs()
+        if self._cache is not None:
+            self._cache.sync()
         data = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
         _write_atomic(self.index_path, data, INDEX_FILE, replace=replace)
 
@@ -452,11 +458,16 @@ class OCILayout:
             alg, enc = digest.path_components()
         except HybridstoreError:
             return None
-        alg_dir = self.blobs_path / alg
-        if _refuse_symlink(alg_dir, f"{BLOBS_DIR}/{alg}") is None:
-            return None
+        return self._file_stat(alg, enc)
+
+    def _file_stat(self, alg: str, enc: str) -> os.stat_result | None:
+        if alg not in self._alg_dirs:  # checked once per layout object; gc never removes it
+            st = _refuse_symlink(self.blobs_path / alg, f"{BLOBS_DIR}/{alg}")
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                return None
+            self._alg_dirs.add(alg)
         try:
-            st = os.lstat(alg_dir / enc)
+            st = os.lstat(f"{self._blobs}/{alg}/{enc}")
         except (FileNotFoundError, NotADirectoryError):
             return None
         return st if stat.S_ISREG(st.st_mode) else None
@@ -523,14 +534,22 @@ class OCILayout:
         cache = self.cache
         if not cache.exists(digest, size):
             raise NotFoundError(f"blob {digest} ({size} bytes) is not in the cache {cache.root}")
-        alg, _ = digest.path_components()
-        dst = self._blob_root(alg) / digest.encoded
-        st = self._blob_stat(digest)
-        if st is not None and st.st_size != size:
+        return self.link_blob(cache.path(digest), digest, size)
+
+    def link_blob(self, src: Path, digest: Digest, size: int) -> LinkMode | None:
+        """``add_blob_from_cache`` for a caller that has just found the cache file ``src``
+        (``BlobCache.hit``): ``NotFoundError`` if it has vanished since (pruned)."""
+        alg, enc = digest.path_components()
+        if alg not in self._alg_dirs:
+            self._blob_root(alg)
+        st = self._file_stat(alg, enc)
+        if st is not None:
+            if st.st_size == size:
+                return None
             log.warning("replacing %s in %s: it has the wrong size", digest, self.root)
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(dst)
-        return self.linker.materialize(cache.path(digest), dst)
+                os.unlink(f"{self._blobs}/{alg}/{enc}")
+        return self.linker.materialize(src, Path(f"{self._blobs}/{alg}/{enc}"))
 
     # -- graph -------------------------------------------------------------------------------
 

@@ -176,6 +176,10 @@ def _temp_path(dst: Path) -> Path:
     return dst.with_name(f"{TEMP_PREFIX}{dst.name[:16]}-{os.getpid()}-{secrets.token_hex(4)}")
 
 
+def _as_path(path: str | os.PathLike[str]) -> Path:
+    return path if isinstance(path, Path) else Path(path)  # Path(Path) re-parses it
+
+
 def _is_regular(path: Path) -> bool:
     try:
         return stat.S_ISREG(os.lstat(path).st_mode)
@@ -300,7 +304,7 @@ class Linker:
         A regular file already at ``dst`` is taken as the same content (both
         names come from the same digest); the caller verifies if it must.
         """
-        src, dst = Path(src), Path(dst)
+        src, dst = _as_path(src), _as_path(dst)
         if _is_regular(dst):
             return None
         decided = self.decided

@@ -21,12 +21,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import mediatypes as mt
 from .cache import BlobCache
-from .endpoints.base import BlobOutcome, Destination, Progress, Source
+from .endpoints.base import BlobOutcome, Destination, Progress, SchedulingDestination, Source
 from .endpoints.layout import LayoutDestination
 from .endpoints.registry import RegistrySource
 from .errors import InvalidInputError, NotFoundError
@@ -201,7 +201,7 @@ def copy_graph(
     own_pool = pool is None
     pool = pool or ThreadPoolExecutor(max_workers=max(1, options.concurrency))
     try:
-        result.blobs.extend(pool.map(lambda d: dst.put_blob(d, src, progress), plan.blobs.values()))
+        result.blobs.extend(_put_blobs(src, dst, list(plan.blobs.values()), progress, pool))
     finally:
         if own_pool:
             pool.shutdown(wait=True)
@@ -217,6 +217,51 @@ def copy_graph(
     result.blobs.append(dst.put_root(head.desc, head.raw, head.doc, src))
     result.seconds = time.monotonic() - started
     return result
+
+
+def _put_blobs(
+    src: Source,
+    dst: Destination,
+    blobs: list[Descriptor],
+    progress: Progress,
+    pool: ThreadPoolExecutor,
+) -> list[BlobOutcome]:
+    """Put every blob at ``dst``; the outcomes in ``blobs`` order.
+
+    A ``SchedulingDestination`` (a layout) gets three passes. Blobs this
+    machine already has are placed inline, so a warm pull starts no worker
+    thread. The rest go to the pool with ``try_put_blob``, which defers a blob
+    another process is fetching right now instead of queueing on its lock:
+    eight processes pulling one image spread over its blobs rather than all
+    waiting for the first. Last, the deferred blobs are waited for; most are
+    cache hits by then. Each blob still crosses the network once per machine.
+    """
+    if not isinstance(dst, SchedulingDestination):
+        return list(pool.map(lambda d: dst.put_blob(d, src, progress), blobs))
+    outcomes: list[BlobOutcome | None] = [None] * len(blobs)
+    tried: list[tuple[int, Future[BlobOutcome | None]]] = []
+    try:
+        for i, desc in enumerate(blobs):
+            outcomes[i] = dst.put_local(desc, progress)
+            if outcomes[i] is None:
+                tried.append((i, pool.submit(dst.try_put_blob, desc, src, progress)))
+        for i, future in tried:
+            outcomes[i] = future.result()
+    except BaseException:
+        for _, future in tried:
+            future.cancel()
+        raise
+    deferred = [i for i, outcome in enumerate(outcomes) if outcome is None]
+    if deferred:
+        log.debug(
+            "%d blob(s) were being fetched by another process; waiting for them", len(deferred)
+        )
+    waited = pool.map(lambda i: dst.put_blob(blobs[i], src, progress), deferred)
+    for i, outcome in zip(deferred, waited, strict=True):
+        outcomes[i] = outcome
+    done = [o for o in outcomes if o is not None]
+    assert len(done) == len(blobs)  # a waiting put_blob never defers
+    return done
 
 
 def _registry_root(src: Source, root: Descriptor, options: CopyOptions) -> Descriptor:

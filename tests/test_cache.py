@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_cache_support import RecordingSource, blob_files, ingest_files
 
-from hybridstore.cache import LAYOUT_FILE, BlobCache
+from hybridstore.cache import LAYOUT_FILE, BlobCache, IngestResult
 from hybridstore.digest import Digest
 from hybridstore.errors import (
     CorruptionError,
@@ -292,3 +292,17 @@ def test_blobs_lists_only_valid_regular_files(tmp_path: Path) -> None:
     (tmp_path / "blobs" / "blake3").mkdir()
     assert sorted(d for d, _ in cache.blobs()) == sorted(ds)
     assert len(blob_files(tmp_path)) == 3
+
+
+def test_hit_records_a_use_and_answers_as_ingest_would(tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path)
+    data = b"a cache hit"
+    d = Digest.of_bytes(data)
+    assert cache.hit(d, len(data)) is None
+    path = cache.ingest_bytes(d, data).path
+    os.utime(path, (1_000_000, 1_000_000))
+    assert cache.hit(d, len(data)) == IngestResult(d, len(data), path, False, 0, 0)
+    assert path.stat().st_mtime > 1_000_000  # a hit is a use
+    assert cache.hit(d) is not None  # size unknown: any size
+    assert cache.hit(d, len(data) + 1) is None  # the descriptor is wrong: not a hit
+    assert path.exists()  # ...and the (good) blob stays

@@ -249,7 +249,7 @@ def cmd_hold_lock(root: str, digest: str, src: str = "") -> None:
 def cmd_ingest_unlocked(root: str, digest: str, size: str, src: str, corrupt_at: str) -> None:
     """Ingest with a lock that silently "succeeds" for everyone (NFS/Lustre without flock)."""
     cache = BlobCache(root, trust_locks=False)
-    cache._digest_lock = lambda d: contextlib.nullcontext()  # type: ignore[method-assign]
+    cache._digest_lock = lambda d, **_: contextlib.nullcontext(True)  # type: ignore[method-assign]
     flip = int(corrupt_at)
 
     def source(offset: int) -> tuple[int, Iterable[bytes]]:

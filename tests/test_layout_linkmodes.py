@@ -20,7 +20,7 @@ from support.oci_builder import Blob, BuiltArtifact, BuiltImage, LayoutBuilder
 from hybridstore import linking
 from hybridstore.cache import BlobCache
 from hybridstore.digest import Digest
-from hybridstore.errors import DigestMismatchError, LinkError
+from hybridstore.errors import DigestMismatchError, LinkError, NotFoundError
 from hybridstore.layout import OCILayout
 from hybridstore.linking import LinkMode
 from hybridstore.model import Descriptor
@@ -250,3 +250,25 @@ def test_auto_on_xfs_picks_reflink(xfs: Path, scratch: LayoutBuilder) -> None:
     _push(layout, img)
     assert layout.linker.decided is LinkMode.REFLINK
     assert layout.verify().ok
+
+
+def test_link_blob_takes_a_found_cache_file_and_reports_one_pruned_since(tmp_path: Path) -> None:
+    """The pull path links the file ``BlobCache.hit`` just found, without asking the cache
+    again; a file pruned in between is a NotFoundError (the caller fetches it again)."""
+    cache = BlobCache(tmp_path / "cache")
+    layout = OCILayout.create(tmp_path / "layout", cache=cache)
+    data = b"found in the cache"
+    d = Digest.of_bytes(data)
+    hit = cache.hit(d, len(data)) or cache.ingest_bytes(d, data)
+    assert layout.link_blob(hit.path, d, len(data)) is not None
+    assert layout.exists(Descriptor("application/octet-stream", d, len(data)))
+    assert layout.link_blob(hit.path, d, len(data)) is None  # already here
+
+    gone = b"pruned before it was linked"
+    g = Digest.of_bytes(gone)
+    path = cache.ingest_bytes(g, gone).path
+    os.chmod(path, 0o644)
+    os.unlink(path)
+    with pytest.raises(NotFoundError, match="pruned"):
+        layout.link_blob(path, g, len(gone))
+    assert not layout.exists(Descriptor("application/octet-stream", g, len(gone)))

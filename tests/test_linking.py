@@ -89,6 +89,25 @@ def test_link_mode_parse_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
         LinkMode.parse("fast")
 
 
+def test_a_copy_is_fsynced_as_a_file_before_it_gets_its_name(
+    src_dir: Path, dst_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache defers its directory fsyncs because a layout's copy (or clone) is durable
+    as a file of its own before ``index.json`` names it (see "Durability" in cache.py)."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    src = _blob(src_dir, "a", b"copied" * 1000)
+    assert Linker("copy", sync_dirs=False).materialize(src, dst_dir / "a") is LinkMode.COPY
+    assert [Path(p).parent for p in synced] == [dst_dir]  # the file; its directory is the layout's
+    assert Path(synced[0]).name.startswith(TEMP_PREFIX)  # ...before the rename to its name
+
+
 def test_copy_is_a_read_only_independent_file(src_dir: Path, dst_dir: Path) -> None:
     src = _blob(src_dir, "a", b"x" * 300_000)
     dst = dst_dir / "a"

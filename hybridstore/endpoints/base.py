@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Protocol
+from typing import IO, TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..cache import BlobSource
 from ..model import Descriptor, Index, Manifest
@@ -21,7 +21,14 @@ from ..model import Descriptor, Index, Manifest
 if TYPE_CHECKING:
     from ..remote.transport import RegistryTransport
 
-__all__ = ["BlobOutcome", "Destination", "Opener", "Progress", "Source"]
+__all__ = [
+    "BlobOutcome",
+    "Destination",
+    "Opener",
+    "Progress",
+    "SchedulingDestination",
+    "Source",
+]
 
 Opener = Callable[[], AbstractContextManager[IO[bytes]]]
 """Opens a blob's bytes from the start; called again for every (re)send."""
@@ -130,4 +137,23 @@ class Destination(Protocol):
         self, desc: Descriptor, raw: bytes, doc: Manifest | Index, src: Source
     ) -> BlobOutcome:
         """Store the root and give it ``name``: the last step of a copy."""
+        ...
+
+
+@runtime_checkable
+class SchedulingDestination(Destination, Protocol):
+    """A destination that lets the copy engine order the blob work (cache-backed layouts).
+
+    With many processes pulling the same content, each blob should cross once
+    and nobody should queue behind a download it could skip for now.
+    """
+
+    def put_local(self, desc: Descriptor, progress: Progress) -> BlobOutcome | None:
+        """Put ``desc`` from what this machine already has, without fetching; ``None`` if
+        it must be fetched. Cheap (a few ``stat`` calls): run inline, before any thread."""
+        ...
+
+    def try_put_blob(self, desc: Descriptor, src: Source, progress: Progress) -> BlobOutcome | None:
+        """``put_blob``, unless another process is fetching the blob right now: then
+        ``None`` at once; the caller comes back with ``put_blob`` later."""
         ...

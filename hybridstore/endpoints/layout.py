@@ -127,7 +127,9 @@ class LayoutDestination:
     """Writes into ``layout`` through ``cache``; the root is tagged ``ref_name``.
 
     ``partial=False`` (a layout about to become an archive) takes whole indexes,
-    as a registry does."""
+    as a registry does. A ``SchedulingDestination``: ``put_local`` places a blob
+    this machine already has, ``try_put_blob`` defers one another process is
+    fetching (see ``transfer.copy_graph``)."""
 
     def __init__(
         self, layout: OCILayout, cache: BlobCache, ref_name: str, *, partial: bool = True
@@ -143,26 +145,56 @@ class LayoutDestination:
         return self.ref_name
 
     def put_blob(self, desc: Descriptor, src: Source, progress: Progress) -> BlobOutcome:
+        outcome = self._put(desc, src, progress, wait=True)
+        assert outcome is not None  # only a put that does not wait defers
+        return outcome
+
+    def try_put_blob(self, desc: Descriptor, src: Source, progress: Progress) -> BlobOutcome | None:
+        # The engine calls this right after put_local found nothing: do not look again.
+        return self._put(desc, src, progress, wait=False)
+
+    def put_local(self, desc: Descriptor, progress: Progress) -> BlobOutcome | None:
+        if self.layout.exists(desc):
+            return self._done(desc, progress, "present", False, 0)
+        hit = self.cache.hit(desc.digest, desc.size)
+        if hit is None:
+            return None
+        try:
+            mode = self.layout.link_blob(hit.path, desc.digest, desc.size)
+        except NotFoundError:
+            return None  # pruned between the check and the link: fetch it
+        return self._done(desc, progress, _mode_name(mode), False, 0)
+
+    def _put(
+        self, desc: Descriptor, src: Source, progress: Progress, *, wait: bool
+    ) -> BlobOutcome | None:
         fetched, transferred = False, 0
         for attempt in range(2):
-            if self.layout.exists(desc):
-                mode = "present"
-                break
-            if self.cache.exists(desc.digest, desc.size):
-                self.cache.touch(desc.digest)
-            else:
-                progress.start(desc)
-                res = self.cache.ingest(desc.digest, desc.size, src.blob_source(desc, progress))
-                fetched = fetched or res.fetched
-                if src.is_remote:
-                    transferred += res.bytes_transferred
+            local = self.put_local(desc, progress) if wait or attempt else None
+            if local is not None:
+                return local
+            source = _announced(desc, src.blob_source(desc, progress), progress)
+            ingest = self.cache.ingest if wait else self.cache.try_ingest
+            res = ingest(desc.digest, desc.size, source)
+            if res is None:
+                return None  # another process is fetching it: the caller comes back later
+            fetched = fetched or res.fetched
+            if src.is_remote:
+                transferred += res.bytes_transferred
             try:
-                mode = _mode_name(self.layout.add_blob_from_cache(desc.digest, desc.size))
-                break
+                mode = self.layout.link_blob(res.path, desc.digest, desc.size)
             except NotFoundError:
                 # A concurrent `cache prune` removed it between ingest and link: fetch again.
                 if attempt:
                     raise
+                continue
+            return self._done(desc, progress, _mode_name(mode), fetched, transferred)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _done(
+        desc: Descriptor, progress: Progress, mode: str, fetched: bool, transferred: int
+    ) -> BlobOutcome:
         action = "fetched" if fetched else ("present" if mode == "present" else "linked")
         outcome = BlobOutcome(
             str(desc.digest), desc.size, desc.media_type, fetched, transferred, mode, action
@@ -196,6 +228,7 @@ class LayoutDestination:
         self, desc: Descriptor, raw: bytes, doc: Manifest | Index, src: Source
     ) -> BlobOutcome:
         outcome = self.put_document(desc, raw, doc, src)
+        self.cache.sync()  # the graph's cache entries are durable before index.json names it
         self.layout.tag(desc, self.ref_name)
         return outcome
 
@@ -225,6 +258,21 @@ def fallback_name(ref_name: str, subject: Digest) -> str:
     except InvalidReferenceError:
         ref = None
     return f"{ref.name}:{tag}" if ref is not None else tag
+
+
+def _announced(desc: Descriptor, source: BlobSource, progress: Progress) -> BlobSource:
+    """``source`` that reports ``progress.start`` when the cache first calls it, i.e. only
+    for a blob that really crosses (not for one another process published meanwhile)."""
+    started = False
+
+    def announced(offset: int) -> tuple[int, Iterable[bytes]]:
+        nonlocal started
+        if not started:
+            started = True
+            progress.start(desc)
+        return source(offset)
+
+    return announced
 
 
 def _mode_name(mode: LinkMode | None) -> str:

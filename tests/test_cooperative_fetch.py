@@ -1,0 +1,204 @@
+"""Cooperative single flight: a puller does the blobs nobody else is fetching first, waits
+for the others afterwards, and stops waiting as soon as the fetcher has published."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.oci_builder import LayoutBuilder, push_built
+from support.registry import Registry
+from test_cache_support import RecordingSource, expect_line, reap, spawn, tell
+
+from hybridstore.cache import BlobCache, IngestResult
+from hybridstore.digest import Digest
+from hybridstore.endpoints.base import BlobOutcome, Progress
+from hybridstore.layout import OCILayout
+from hybridstore.model import Descriptor
+from hybridstore.pull import pull
+from hybridstore.reference import Reference
+from hybridstore.remote.clients import RegistryClients
+from hybridstore.remote.transport import TransportOptions
+from hybridstore.transfer import CopyOptions, pull_graph
+
+PLAIN = TransportOptions(plain_http=True, retry_base=0.01, retry_cap=0.5)
+DATA = b"a blob that two processes want at once"
+DIGEST = Digest.of_bytes(DATA)
+
+
+@pytest.fixture
+def short_lock_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If a puller wrongly queues behind the held lock, it fails after 10 s, not 300."""
+    monkeypatch.setenv("HYBRIDSTORE_LOCK_TIMEOUT", "10")
+
+
+def test_try_ingest_defers_a_blob_another_process_is_fetching(tmp_path: Path) -> None:
+    holder = spawn("hold-lock", str(tmp_path), str(DIGEST))
+    try:
+        expect_line(holder, "locked")
+        cache = BlobCache(tmp_path)
+        source = RecordingSource(DATA)
+        assert cache.try_ingest(DIGEST, len(DATA), source) is None
+        assert source.calls == []  # deferred at once: no wait, no fetch
+        tell(holder, "release")
+        expect_line(holder, "released")
+    finally:
+        reap([holder])
+    result = cache.try_ingest(DIGEST, len(DATA), source)
+    assert result is not None and result.fetched and source.calls == [0]
+    assert cache.try_ingest(DIGEST, len(DATA), source) == IngestResult(
+        DIGEST, len(DATA), cache.path(DIGEST), False, 0, 0
+    )  # now a plain hit
+
+
+class _Flag(logging.Handler):
+    """Sets ``event`` when the cache logs that it waits for another process."""
+
+    def __init__(self, event: threading.Event) -> None:
+        super().__init__()
+        self.event = event
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "held by another process" in record.getMessage():
+            self.event.set()
+
+
+def test_a_waiter_stops_when_the_holder_publishes_not_when_it_lets_go(
+    tmp_path: Path, short_lock_timeout: None
+) -> None:
+    src = tmp_path / "src"
+    src.write_bytes(DATA)
+    cache_root = tmp_path / "cache"
+    holder = spawn("hold-lock", str(cache_root), str(DIGEST), str(src))
+    waiting = threading.Event()
+    flag = _Flag(waiting)
+    logger = logging.getLogger("hybridstore.cache")
+    logger.addHandler(flag)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    results: list[IngestResult] = []
+    errors: list[BaseException] = []
+    source = RecordingSource(DATA)
+
+    def ingest() -> None:
+        try:
+            results.append(BlobCache(cache_root).ingest(DIGEST, len(DATA), source))
+        except BaseException as e:  # reported by the main thread
+            errors.append(e)
+
+    waiter = threading.Thread(target=ingest)
+    try:
+        expect_line(holder, "locked")
+        waiter.start()
+        waiting.wait()  # the waiter is in its wait loop...
+        tell(holder, "publish")
+        expect_line(holder, "published")  # ...and the holder publishes, but keeps the lock
+        waiter.join()  # a waiter that needed the lock would time out here (10 s)
+        assert errors == []
+        assert results[0].fetched is False and source.calls == []
+        tell(holder, "release")
+        expect_line(holder, "released")
+    finally:
+        logger.removeHandler(flag)
+        logger.setLevel(old_level)
+        reap([holder])
+        waiter.join()
+
+
+class _ReleaseAfter(Progress):
+    """Lets the lock holder go once ``trigger`` is in the layout; records fetch starts."""
+
+    def __init__(self, holder: subprocess.Popen[str], trigger: str) -> None:
+        self.holder, self.trigger = holder, trigger
+        self.started: list[str] = []
+
+    def start(self, desc: Descriptor) -> None:
+        self.started.append(str(desc.digest))
+
+    def done(self, desc: Descriptor, outcome: BlobOutcome) -> None:
+        if str(desc.digest) == self.trigger:
+            tell(self.holder, "release")
+            expect_line(self.holder, "released")
+
+
+def test_a_pull_fetches_what_nobody_else_is_fetching_first(
+    registry: Registry,
+    oci_builder: Callable[..., LayoutBuilder],
+    repo_name: str,
+    tmp_path: Path,
+    short_lock_timeout: None,
+) -> None:
+    """Another process holds the first blob's lock; a one-thread pull of [config, layer]
+    fetches the layer first, and the config only once the holder has let go."""
+    built = oci_builder().image("v1", layers=1, raw_layer_size=4096)
+    push_built(built, registry, f"{repo_name}:v1")
+    config, layer = built.config.digest, built.layers[0].digest
+    cache_root = tmp_path / "cache"
+    holder = spawn("hold-lock", str(cache_root), config)
+    progress = _ReleaseAfter(holder, layer)
+    try:
+        expect_line(holder, "locked")
+        mark = registry.access_log_mark()
+        result = pull(
+            f"{registry.host_port}/{repo_name}:v1",
+            layout=tmp_path / "dest",
+            cache=cache_root,
+            transport=PLAIN,
+            concurrency=1,  # one worker: queueing on the held lock would block the layer too
+            progress=progress,
+        )
+    finally:
+        reap([holder])
+    gets = [
+        e.path.rsplit("/", 1)[1]
+        for e in registry.access_log_requests(mark)
+        if e.method == "GET" and "/blobs/" in e.path
+    ]
+    assert gets == [layer, config]
+    assert progress.started == [layer, config]
+    assert result.fetched == 3 and OCILayout.open(tmp_path / "dest").verify().ok
+
+
+class _CountingPool(ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(max_workers=4)
+        self.submitted = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.submitted += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_a_warm_pull_places_every_blob_without_worker_threads(
+    registry: Registry,
+    oci_builder: Callable[..., LayoutBuilder],
+    repo_name: str,
+    tmp_path: Path,
+) -> None:
+    built = oci_builder().image("v1", layers=5, raw_layer_size=1024)
+    push_built(built, registry, f"{repo_name}:v1")
+    ref = f"{registry.host_port}/{repo_name}:v1"
+    cache = BlobCache(tmp_path / "cache")
+    pull(ref, layout=tmp_path / "first", cache=cache, transport=PLAIN)
+    assert cache.unsynced_dirs == frozenset()  # the pull made its cache entries durable
+
+    clients = RegistryClients(PLAIN, None)
+    pool = _CountingPool()
+    try:
+        parsed = Reference.parse(ref)
+        layout = OCILayout.create(tmp_path / "second", cache=cache)
+        result = pull_graph(
+            clients.repository(parsed), parsed, cache, layout, CopyOptions(), pool=pool
+        )
+    finally:
+        pool.shutdown()
+        clients.close()
+    assert pool.submitted == 0
+    assert result.fetched == 0 and {b.action for b in result.blobs} == {"linked"}
+    assert OCILayout.open(tmp_path / "second").verify().ok
