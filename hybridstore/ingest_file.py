@@ -22,6 +22,7 @@ from typing import IO, Final
 
 from .digest import Digest
 from .errors import DigestMismatchError, IntegrityError, NetworkError, SizeMismatchError
+from .fsutil import start_writeback
 
 __all__ = [
     "BlobSource",
@@ -43,6 +44,9 @@ BlobSource = Callable[[int], tuple[int, Iterable[bytes]]]
 0 when it restarted from the beginning. It may raise hybridstore errors."""
 
 CHUNK_SIZE: Final = 1 << 20  # hashing and writing in 1 MiB pieces is the fastest here
+# Written data beyond this is handed to the disk while the rest still arrives: the
+# final fsync of a 512 MiB blob went from 0.13 s to 3 ms here (benchmarks, issue 8).
+WRITEBACK_STEP: Final = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,8 @@ class IngestFile:
         self.size = 0
         self._hash = hashlib.new(digest.algorithm)
         self._buf = bytearray()
+        self._file_end = 0  # bytes in the file (``size`` less what waits in ``_buf``)
+        self._written_back = 0  # the file's bytes before this offset are on their way to disk
 
     def load_prefix(self) -> int:
         """Re-hash what an earlier writer left in the file; position at its end."""
@@ -90,13 +96,14 @@ class IngestFile:
         while chunk := os.read(self.fd, CHUNK_SIZE):
             self._hash.update(chunk)
             self.size += len(chunk)
+        self._file_end = self._written_back = self.size
         return self.size
 
     def reset(self) -> None:
         os.ftruncate(self.fd, 0)
         os.lseek(self.fd, 0, os.SEEK_SET)
         self._hash = hashlib.new(self.digest.algorithm)
-        self.size = 0
+        self.size = self._file_end = self._written_back = 0
         del self._buf[:]
 
     def add(self, chunk: bytes) -> None:
@@ -110,7 +117,7 @@ class IngestFile:
         self.size += n
         if n >= CHUNK_SIZE:
             self.flush()
-            write_all(self.fd, chunk)
+            self._write(chunk)
         else:
             self._buf += chunk
             if len(self._buf) >= CHUNK_SIZE:
@@ -119,8 +126,15 @@ class IngestFile:
     def flush(self) -> None:
         if self._buf:
             with memoryview(self._buf) as view:
-                write_all(self.fd, view)
+                self._write(view)
             del self._buf[:]
+
+    def _write(self, data: bytes | memoryview) -> None:
+        write_all(self.fd, data)
+        self._file_end += len(data)
+        if self._file_end - self._written_back >= WRITEBACK_STEP:
+            start_writeback(self.fd, self._written_back, self._file_end - self._written_back)
+            self._written_back = self._file_end
 
     def problem(self) -> IntegrityError | None:
         """Why the bytes so far are not the expected blob, or ``None`` if they are."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -13,13 +14,15 @@ import pytest
 from support.oci_builder import LayoutBuilder
 
 import hybridstore.fsutil
+import hybridstore.ingest_file
 import hybridstore.layout
 from hybridstore.archive import export_to_path
 from hybridstore.archive_import import import_archive
 from hybridstore.cache import BlobCache
 from hybridstore.digest import Digest
 from hybridstore.errors import StorageError
-from hybridstore.fsutil import fsync_dir
+from hybridstore.fsutil import fsync_dir, start_writeback
+from hybridstore.ingest_file import WRITEBACK_STEP
 from hybridstore.layout import OCILayout
 from hybridstore.model import Descriptor
 
@@ -167,3 +170,37 @@ def test_import_leaves_no_cache_entry_unsynced(
     result = import_archive(archive, target, cache=cache)
     assert result.blobs_ingested > 0
     assert cache.unsynced_dirs == frozenset()
+
+
+def test_big_blobs_are_handed_to_the_disk_while_they_arrive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Write-behind: every written byte range is handed over once, in order, before the
+    final fsync, whatever the chunk sizes (small ones are buffered first)."""
+    ranges: list[tuple[int, int]] = []
+    monkeypatch.setattr(
+        hybridstore.ingest_file, "start_writeback", lambda fd, off, n: ranges.append((off, n))
+    )
+    data = os.urandom(3 * WRITEBACK_STEP + 12345)
+    pieces = [data[i : i + 777_777] for i in range(0, len(data), 777_777)]  # odd sizes
+    cache = BlobCache(tmp_path / "cache")
+    digest = Digest.of_bytes(data)
+    res = cache.ingest(digest, len(data), lambda offset: (offset, iter(pieces)))
+    assert res.fetched and Path(res.path).read_bytes() == data
+    assert ranges and ranges[0][0] == 0
+    assert all(a + n == b for (a, n), (b, _) in zip(ranges, ranges[1:], strict=False))
+    assert all(n >= WRITEBACK_STEP for _, n in ranges)
+    assert ranges[-1][0] + ranges[-1][1] > 2 * WRITEBACK_STEP
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux's")
+def test_writeback_hint_is_found_and_harmless(tmp_path: Path) -> None:
+    assert hybridstore.fsutil._sync_file_range() is not None  # a typo would silently disable it
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"x" * 65536)
+        start_writeback(fd, 0, 65536)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"x" * 65536
