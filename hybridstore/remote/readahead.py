@@ -4,7 +4,9 @@ hashes and writes the previous chunk.
 Without it, one thread alternates between receiving and storing, and the
 sender stalls whenever the socket buffer fills during a hash or a write. With
 it, receive (kernel copies) and store (sha256, page-cache copies) overlap; both
-release the GIL. Bounded: at most ``depth`` chunks wait in memory.
+release the GIL. Bounded: ``depth`` chunks wait, one is being received and one
+stored; one waiting chunk overlaps as well as four did (512 MiB blob, 0.51-0.58
+s either way) and keeps eight parallel streams within the RSS goal.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class _Failure:
         self.exc = exc
 
 
-def read_ahead(chunks: Iterator[bytes], depth: int = 4) -> Iterator[bytes]:
+def read_ahead(chunks: Iterator[bytes], depth: int = 1) -> Iterator[bytes]:
     """Iterate ``chunks`` in a background thread, ``depth`` chunks ahead of the caller.
 
     The source's errors reach the caller at the point where they happened.
