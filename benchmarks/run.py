@@ -77,6 +77,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=2,
         help="repeat a run while other work used over 25%% of the CPUs (default 2)",
     )
+    p.add_argument(
+        "--tools",
+        help="comma-separated subset of the rows (e.g. hybridstore-cold,skopeo; default: all)",
+    )
     p.add_argument("--quick", action="store_true", help="1 run, no warm-up, scale 0.1")
     p.add_argument("--out", type=Path, default=HERE / "results" / "latest.md")
     p.add_argument("--workdir", type=Path, help="parent of the temporary work directory")
@@ -93,6 +97,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.runs < 1 or args.warmup < 0 or args.scale <= 0 or args.max_repeats < 0:
         p.error("--runs must be >= 1, --warmup and --max-repeats >= 0, --scale > 0")
     args.workloads = [w for w in ALL_WORKLOADS if w in names]
+    args.tools = {t.strip() for t in args.tools.split(",") if t.strip()} if args.tools else None
     return args
 
 
@@ -366,6 +371,8 @@ def run_all(
             f"{wl.unique_bytes / 2**20:.1f} MiB unique, ready in {time.monotonic() - t0:.1f} s"
         )
         tools = concurrency_tools() if name == "concurrent" else pull_tools(with_oras)
+        if args.tools is not None:
+            tools = [t for t in tools if t.name in args.tools]
         rows += bench.run_rows(wl, tools)
     return rows, used
 
