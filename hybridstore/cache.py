@@ -59,7 +59,7 @@ import os
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, BinaryIO, Final
 
@@ -436,18 +436,29 @@ class BlobCache:
         """Ingest an in-memory blob (manifests, configs)."""
         return self.ingest(digest, len(data), lambda offset: (offset, (data[offset:],)))
 
-    @contextmanager
     def _digest_lock(
         self, digest: Digest, until: Callable[[], bool] | None = None, *, wait: bool = True
+    ) -> AbstractContextManager[bool]:
+        """Hold ``digest``'s single-flight lock (see ``lock_at``)."""
+        return self.lock_at(self.lock_path(digest), str(digest), until, wait=wait)
+
+    @contextmanager
+    def lock_at(
+        self,
+        path: Path,
+        what: str,
+        until: Callable[[], bool] | None = None,
+        *,
+        wait: bool = True,
     ) -> Iterator[bool]:
-        """Hold ``digest``'s single-flight lock (yields ``True``), waiting visibly up to
-        ``lock_timeout()``. Yields ``False``, holding nothing, once ``until()`` is true,
-        or at once if another process holds it and not ``wait``."""
-        path = self.lock_path(digest)
+        """Hold the lock file ``path`` under ``locks/`` (yields ``True``), waiting visibly
+        up to ``lock_timeout()``. Yields ``False``, holding nothing, once ``until()`` is
+        true, or at once if another process holds it and not ``wait``. Where locks are
+        trusted the file is unlinked while held, so ``locks/`` stays small."""
         lock = file_lock(path)
         try:
             if wait:
-                held = acquire_visibly(lock, str(digest), path, log, until=until)
+                held = acquire_visibly(lock, what, path, log, until=until)
             else:
                 held = try_acquire(lock)
         except LockTimeoutError:  # a TimeoutError, hence an OSError: not a storage problem

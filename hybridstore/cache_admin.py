@@ -21,12 +21,9 @@ import stat
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import filelock
 
 from .cache import CACHE_HINT
 from .digest import SUPPORTED_ALGORITHMS, Digest
@@ -358,26 +355,6 @@ def _probe_free(lock_path: Path) -> bool:
     return True
 
 
-@contextmanager
-def _try_lock(cache: BlobCache, lock_path: Path) -> Iterator[bool]:
-    """Take a lock without waiting; yield whether we got it. Unlinked while held (see cache.py)."""
-    lock = filelock.FileLock(lock_path)
-    try:
-        lock.acquire(blocking=False)
-    except filelock.Timeout:
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        if cache.locks_trusted:
-            try:
-                os.unlink(lock_path)
-            except FileNotFoundError:
-                pass
-        lock.release()
-
-
 def _remove(path: Path) -> None:
     try:
         os.unlink(path)
@@ -399,7 +376,7 @@ def _sweep(cache: BlobCache, cutoff: float, dry_run: bool) -> list[tuple[Path, i
                 if _probe_free(lock_path):
                     swept.append((entry.path, entry.size))
                 continue
-            with _try_lock(cache, lock_path) as free:
+            with cache.lock_at(lock_path, str(lock_path), wait=False) as free:
                 if free and os.lstat(entry.path).st_mtime < cutoff:
                     _remove(entry.path)
                     swept.append((entry.path, entry.size))
@@ -418,7 +395,7 @@ def _sweep(cache: BlobCache, cutoff: float, dry_run: bool) -> list[tuple[Path, i
                 if suffix != ".lock" or _probe_free(path):
                     swept.append((path, st.st_size))
             elif suffix == ".lock" and cache.locks_trusted:
-                with _try_lock(cache, path) as free:
+                with cache.lock_at(path, str(path), wait=False) as free:
                     if free:
                         swept.append((path, st.st_size))
             else:
