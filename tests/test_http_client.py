@@ -17,6 +17,7 @@ import pytest
 from support import LoopbackServer, QuietHandler, free_port
 from support.tls import CertificateAuthority
 
+from hybridstore.errors import RegistryError
 from hybridstore.remote.http import HTTPClient, TLSError, TransportError, parse_link
 from hybridstore.remote.readahead import read_ahead
 
@@ -279,3 +280,12 @@ def test_closing_read_ahead_stops_and_closes_the_source() -> None:
     stream.close()  # type: ignore[attr-defined]
     assert closed.wait(timeout=30)
     assert len(produced) < 10  # stopped within the queue's depth, not read to the end
+
+
+def test_a_url_with_control_characters_is_refused_not_retried(
+    server: tuple[LoopbackServer, Recorder],
+) -> None:
+    srv, app = server
+    with HTTPClient() as client, pytest.raises(RegistryError, match="invalid URL or header"):
+        client.request("GET", f"{srv.url}/v2/a b/tags/list")  # e.g. from a hostile Location
+    assert app.lines == []

@@ -24,6 +24,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
 
+from ..errors import RegistryError
+from .safety import redact_url
+
 if TYPE_CHECKING:
     import ssl
 
@@ -74,6 +77,13 @@ def _reason(e: BaseException) -> TransportError:
     if isinstance(e, OSError) and e.strerror:
         return TransportError(e.strerror.lower())
     return TransportError(type(e).__name__)
+
+
+def _refused(method: str, url: str, e: Exception) -> RegistryError:
+    """Not sent at all (a hostile ``Location`` with spaces, say): retrying cannot help."""
+    return RegistryError(
+        f"refusing to send {method} {redact_url(url)}: invalid URL or header ({e})"
+    )
 
 
 class Headers(Mapping[str, str]):
@@ -273,7 +283,10 @@ class HTTPClient:
             try:
                 conn.request(method, target, body=body, headers=wire)
                 raw = conn.getresponse()
-            except (OSError, http.client.HTTPException) as e:
+            except http.client.InvalidURL as e:  # control characters in a URL
+                conn.close()
+                raise _refused(method, url, e) from None
+            except (OSError, http.client.HTTPException) as e:  # TLS failures included
                 conn.close()
                 stale = isinstance(
                     e, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
@@ -281,6 +294,9 @@ class HTTPClient:
                 if reused and replayable and stale:
                     continue  # the server dropped an idle connection: once more, fresh
                 raise _reason(e) from None
+            except ValueError as e:  # an invalid header value
+                conn.close()
+                raise _refused(method, url, e) from None
             return Response(self, key, conn, raw, url, sent)
 
     def _acquire(
