@@ -14,6 +14,7 @@ from support.faultproxy import FaultProxy
 from support.oci_builder import Built, LayoutBuilder, SampleContent, push_built
 from support.registry import Registry
 
+import hybridstore.remote.repository
 from hybridstore.errors import DigestMismatchError, NetworkError, NotFoundError
 from hybridstore.layout import OCILayout
 from hybridstore.pull import pull
@@ -199,11 +200,15 @@ def test_concurrent_pulls_fetch_each_blob_once(
 
 @pytest.fixture
 def big_image(
-    registry: Registry, oci_builder: Callable[..., LayoutBuilder], repo_name: str
+    registry: Registry,
+    oci_builder: Callable[..., LayoutBuilder],
+    repo_name: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> tuple[str, str, str]:
-    """(repository:tag path, manifest digest, layer digest) of an image with a 6 MiB layer
-    (big enough for the blob stream's read-ahead thread, so faults are met there)."""
-    built = oci_builder().image("v1", layers=1, raw_layer_size=6 << 20)
+    """(repository:tag path, manifest digest, layer digest) of an image with a 3 MiB layer,
+    streamed through the read-ahead thread (its threshold lowered), so faults are met there."""
+    monkeypatch.setattr(hybridstore.remote.repository, "_READ_AHEAD_FROM", 1 << 20)
+    built = oci_builder().image("v1", layers=1, raw_layer_size=3 << 20)
     push(built, registry, f"{repo_name}:v1")
     return f"{repo_name}:v1", built.digest, built.layers[0].digest
 

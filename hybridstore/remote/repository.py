@@ -46,7 +46,10 @@ log = logging.getLogger("hybridstore.remote")
 DEFAULT_MANIFEST_LIMIT = 4 * 1024 * 1024
 _CHUNK = 1 << 20
 _MAX_RESUMES = 5
-_READ_AHEAD_FROM = 4 << 20  # smaller blobs arrive in a few reads: a thread would not pay
+# Read-ahead pays for one big stream; a pull of many mid-size blobs already overlaps
+# receiving and storing across its parallel streams, and the extra thread per stream
+# cost CPU there (many, 32 x 16 MiB: 0.08 CPU-s more, no faster).
+_READ_AHEAD_FROM = 64 << 20
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
