@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import json
 import logging
 import os
 import stat
@@ -63,9 +62,9 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, BinaryIO, Final
 
+from .cache_layout import CACHE_HINT, LAYOUT_FILE, LAYOUT_VERSION, create_cache, layout_version
 from .digest import SUPPORTED_ALGORITHMS, Digest
 from .errors import (
-    CorruptionError,
     IntegrityError,
     InvalidDigestError,
     InvalidInputError,
@@ -76,7 +75,6 @@ from .errors import (
 from .fsutil import (
     LOCAL_FILESYSTEMS,
     DeferredDirSyncs,
-    atomic_write_bytes,
     filesystem_type,
     fsync_dir,
     storage_error,
@@ -111,18 +109,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LAYOUT_VERSION: Final = 1
-LAYOUT_FILE: Final = "hybridstore-layout"
 DEFAULT_GRACE: Final = 3600.0
 _NO_HARDLINKS: Final = frozenset(
     {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
 )
-_CACHEDIR_TAG: Final = (
-    b"Signature: 8a477f597d28d172789f06886806bc55\n"
-    b"# This file is a cache directory tag created by hybridstore.\n"
-    b"# For information about cache directory tags see https://bford.info/cachedir/\n"
-)
-CACHE_HINT: Final = "choose another cache with --cache or HYBRIDSTORE_CACHE_DIR"
 
 
 def _cache_hint(exc: OSError) -> str:
@@ -213,27 +203,7 @@ class BlobCache:
 
     def check_layout(self) -> int | None:
         """The cache's layout version (``None`` if not yet written); refuse newer ones."""
-        path = self.root / LAYOUT_FILE
-        try:
-            raw = path.read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as e:
-            raise storage_error(e, "read", path, CACHE_HINT) from e
-        try:
-            version = json.loads(raw)["cacheLayoutVersion"]
-            if not isinstance(version, int) or isinstance(version, bool):
-                raise TypeError(version)
-        except (ValueError, KeyError, TypeError) as e:
-            raise CorruptionError(
-                f"{path} is not a hybridstore cache layout file; delete it to let hybridstore "
-                "rewrite it"
-            ) from e
-        if version > LAYOUT_VERSION:
-            raise StorageError(
-                f"the cache at {self.root} has layout version {version}, newer than this "
-                f"hybridstore understands ({LAYOUT_VERSION}); upgrade hybridstore or {CACHE_HINT}"
-            )
+        version = layout_version(self.root)
         self._layout_checked = True
         return version
 
@@ -246,18 +216,7 @@ class BlobCache:
         if self._prepared:
             return
         self.check_layout()
-        try:
-            for d in (self.root, self.blobs_dir, self.ingest_dir, self.locks_dir):
-                d.mkdir(parents=True, exist_ok=True)
-            for name, data in (
-                ("CACHEDIR.TAG", _CACHEDIR_TAG),
-                (".gitignore", b"*\n"),
-                (LAYOUT_FILE, json.dumps({"cacheLayoutVersion": LAYOUT_VERSION}).encode() + b"\n"),
-            ):
-                if not os.path.lexists(self.root / name):
-                    atomic_write_bytes(self.root / name, data, overwrite=False)
-        except OSError as e:
-            raise storage_error(e, "set up the cache in", self.root, CACHE_HINT) from e
+        create_cache(self.root, (self.root, self.blobs_dir, self.ingest_dir, self.locks_dir))
         self._prepared = True
 
     # -- reading -------------------------------------------------------------------

@@ -22,7 +22,7 @@ and layouts written by skopeo/umoci (``ref.name`` = the tag only) just work.
 Names inside the layout (``index.json``, ``oci-layout``, ``blobs``,
 ``blobs/<alg>``) are checked with ``lstat`` and opened with ``O_NOFOLLOW``: a
 symlink planted there is refused, never read or written through.
-``verify`` and ``gc`` live in ``layout_check``.
+``verify`` and ``gc`` live in ``layout_check``, safe file access in ``layout_files``.
 """
 
 from __future__ import annotations
@@ -53,7 +53,19 @@ from .errors import (
     NotFoundError,
     StorageError,
 )
-from .fsutil import atomic_write_bytes, fsync_dir, storage_error
+from .fsutil import fsync_dir, storage_error
+from .layout_files import (
+    BLOBS_DIR,
+    INDEX_FILE,
+    INDEX_LOCK_FILE,
+    LAYOUT_FILE,
+    LAYOUT_VERSION,
+    MAX_DOCUMENT_BYTES,
+    read_file,
+    read_layout_file,
+    refuse_symlink,
+    write_atomic,
+)
 from .layout_refs import (
     IndexEntry,
     check_name,
@@ -87,13 +99,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LAYOUT_FILE: Final = "oci-layout"
-INDEX_FILE: Final = "index.json"
-BLOBS_DIR: Final = "blobs"
-INDEX_LOCK_FILE: Final = "index.json.lock"
-LAYOUT_VERSION: Final = "1.0.0"
-
-
 # flock is polled (non-blocking tries) so the wait can time out; index.json
 # transactions take ~2 ms, so a short poll keeps hand-over between writers quick.
 _LOCK_POLL: Final = 0.005
@@ -103,66 +108,7 @@ _LOCK_POLL: Final = 0.005
 # its ref (index.json is written last) never loses them.
 DEFAULT_GC_GRACE: Final = 3600.0
 
-# Bounded reads of the layout's own files (CVE-2023-25153: unbounded index.json).
-_MAX_INDEX_BYTES: Final = 64 << 20
-_MAX_LAYOUT_FILE_BYTES: Final = 64 << 10
-# Documents (manifests, indexes) larger than this are not parsed while walking.
-_MAX_DOCUMENT_BYTES: Final = 4 << 20
-
 _T = TypeVar("_T")
-
-
-# --- small filesystem helpers ---------------------------------------------------------------
-
-
-def _refuse_symlink(path: Path, what: str) -> os.stat_result | None:
-    """``lstat`` of ``path`` (``None`` if absent); a symlink there is refused."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    if stat.S_ISLNK(st.st_mode):
-        raise StorageError(
-            f"refusing to use {path}: the layout's {what} is a symlink; "
-            "replace it with a real one (layouts never follow links)"
-        )
-    return st
-
-
-def _read_file(path: Path, what: str, limit: int) -> bytes:
-    """Read a layout file without following a symlink and without unbounded memory."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise NotFoundError(f"{path} does not exist") from None
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            _refuse_symlink(path, what)
-        raise StorageError(f"cannot read {path}: {e.strerror}") from e
-    with open(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise CorruptionError(f"{path} is not a regular file")
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise InvalidDocumentError(f"{path} is larger than {limit} bytes; refusing to read it")
-    return data
-
-
-def read_layout_file(path: Path, what: str) -> bytes:
-    """``oci-layout`` or ``index.json``, read safely (no symlinks, bounded)."""
-    limit = _MAX_LAYOUT_FILE_BYTES if what == LAYOUT_FILE else _MAX_INDEX_BYTES
-    return _read_file(path, what, limit)
-
-
-def _write_atomic(path: Path, data: bytes, what: str, *, replace: bool = True) -> None:
-    """Temp file beside ``path``, fsync, ``os.replace`` (or no-clobber link), fsync dir."""
-    _refuse_symlink(path, what)
-    try:
-        atomic_write_bytes(path, data, mode=0o644, overwrite=replace)
-    except OSError as e:
-        if isinstance(e, HybridstoreError):
-            raise
-        raise storage_error(e, "write", path) from e
 
 
 # --- the layout -----------------------------------------------------------------------------
@@ -238,21 +184,21 @@ class OCILayout:
         except OSError as e:
             raise StorageError(f"cannot create layout directory {self.root}: {e.strerror}") from e
         with self.locked():
-            if _refuse_symlink(self.layout_path, LAYOUT_FILE) is None:
+            if refuse_symlink(self.layout_path, LAYOUT_FILE) is None:
                 header = json.dumps({"imageLayoutVersion": LAYOUT_VERSION}).encode()
-                _write_atomic(self.layout_path, header, LAYOUT_FILE, replace=False)
+                write_atomic(self.layout_path, header, LAYOUT_FILE, replace=False)
             self._blob_root()
-            if _refuse_symlink(self.index_path, INDEX_FILE) is None:
+            if refuse_symlink(self.index_path, INDEX_FILE) is None:
                 empty = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}
                 self._write_index(empty, replace=False)
 
     def _check_layout(self) -> None:
-        if _refuse_symlink(self.layout_path, LAYOUT_FILE) is None:
+        if refuse_symlink(self.layout_path, LAYOUT_FILE) is None:
             raise NotFoundError(
                 f"{self.root} is not an OCI layout (no {LAYOUT_FILE} file); "
                 "create one by pulling into it or with OCILayout.create"
             )
-        raw = _read_file(self.layout_path, LAYOUT_FILE, _MAX_LAYOUT_FILE_BYTES)
+        raw = read_layout_file(self.layout_path, LAYOUT_FILE)
         try:
             obj = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
@@ -263,8 +209,8 @@ class OCILayout:
                 f"{self.layout_path}: unsupported imageLayoutVersion {version!r} "
                 f"(this hybridstore reads {LAYOUT_VERSION!r})"
             )
-        _refuse_symlink(self.index_path, INDEX_FILE)
-        _refuse_symlink(self.blobs_path, BLOBS_DIR)
+        refuse_symlink(self.index_path, INDEX_FILE)
+        refuse_symlink(self.blobs_path, BLOBS_DIR)
 
     def _blob_root(self, algorithm: str | None = None) -> Path:
         """``blobs/`` (or ``blobs/<alg>``), created if missing, refused if a symlink."""
@@ -274,14 +220,14 @@ class OCILayout:
             path = path / algorithm
             parts.append((path, f"{BLOBS_DIR}/{algorithm}"))
         for p, what in parts:
-            st = _refuse_symlink(p, what)
+            st = refuse_symlink(p, what)
             if st is None:
                 try:
                     p.mkdir(exist_ok=True)
                 except OSError as e:
                     raise StorageError(f"cannot create {p}: {e.strerror}") from e
                 fsync_dir(p.parent)
-                st = _refuse_symlink(p, what)
+                st = refuse_symlink(p, what)
             if st is None or not stat.S_ISDIR(st.st_mode):
                 raise CorruptionError(f"{p} is not a directory; the layout is damaged")
         if algorithm is not None:
@@ -299,7 +245,7 @@ class OCILayout:
     def locked(self) -> Iterator[None]:
         """Hold ``index.json``'s lock (one process and thread at a time); gc holds it too."""
         lock_path = self.root / INDEX_LOCK_FILE
-        _refuse_symlink(lock_path, INDEX_LOCK_FILE)
+        refuse_symlink(lock_path, INDEX_LOCK_FILE)
         with self._thread_lock:
             lock = file_lock(lock_path)
             try:
@@ -315,7 +261,7 @@ class OCILayout:
                 lock.release()
 
     def _read_index(self) -> tuple[dict[str, Any], list[IndexEntry]]:
-        raw = _read_file(self.index_path, INDEX_FILE, _MAX_INDEX_BYTES)
+        raw = read_layout_file(self.index_path, INDEX_FILE)
         try:
             doc = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
@@ -338,7 +284,7 @@ class OCILayout:
         if self._cache is not None:
             self._cache.sync()
         data = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-        _write_atomic(self.index_path, data, INDEX_FILE, replace=replace)
+        write_atomic(self.index_path, data, INDEX_FILE, replace=replace)
 
     def _sync_blob_dirs(self) -> None:
         try:
@@ -389,10 +335,10 @@ class OCILayout:
             if e.desc.digest == digest:
                 return e.desc
         path = self.blob_path(digest)
-        st = _refuse_symlink(path, "blob")
+        st = refuse_symlink(path, "blob")
         if st is None:
             raise NotFoundError(f"no blob {digest} in layout {self.root}")
-        raw = _read_file(path, "blob", _MAX_DOCUMENT_BYTES)
+        raw = read_file(path, "blob", MAX_DOCUMENT_BYTES)
         try:
             obj = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
@@ -462,7 +408,7 @@ class OCILayout:
 
     def _file_stat(self, alg: str, enc: str) -> os.stat_result | None:
         if alg not in self._alg_dirs:  # checked once per layout object; gc never removes it
-            st = _refuse_symlink(self.blobs_path / alg, f"{BLOBS_DIR}/{alg}")
+            st = refuse_symlink(self.blobs_path / alg, f"{BLOBS_DIR}/{alg}")
             if st is None or not stat.S_ISDIR(st.st_mode):
                 return None
             self._alg_dirs.add(alg)
@@ -480,14 +426,14 @@ class OCILayout:
     def fetch(self, desc: Descriptor) -> AbstractContextManager[IO[bytes]]:
         """Open the blob for reading (size checked; digest checked by whoever consumes it)."""
         path = self.blob_path(desc.digest)
-        _refuse_symlink(path.parent, f"{BLOBS_DIR}/{desc.digest.algorithm}")
+        refuse_symlink(path.parent, f"{BLOBS_DIR}/{desc.digest.algorithm}")
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(f"blob {desc.digest} is not in layout {self.root}") from None
         except OSError as e:
             if e.errno == errno.ELOOP:
-                _refuse_symlink(path, "blob")
+                refuse_symlink(path, "blob")
             raise StorageError(f"cannot read {path}: {e.strerror}") from e
         f = open(fd, "rb")
         size = os.fstat(fd).st_size
@@ -499,7 +445,7 @@ class OCILayout:
             )
         return f
 
-    def read_blob(self, desc: Descriptor, limit: int = _MAX_DOCUMENT_BYTES) -> bytes:
+    def read_blob(self, desc: Descriptor, limit: int = MAX_DOCUMENT_BYTES) -> bytes:
         """A small blob's bytes, digest-verified (for manifests and configs)."""
         if desc.size > limit:
             raise InvalidDocumentError(f"{desc.digest} is {desc.size} bytes, over {limit}")
@@ -557,7 +503,7 @@ class OCILayout:
         """The parsed manifest/index ``desc`` names, if present, known and valid."""
         if not (mt.is_manifest(desc.media_type) or mt.is_index(desc.media_type)):
             return None
-        if not self.exists(desc) or desc.size > _MAX_DOCUMENT_BYTES:
+        if not self.exists(desc) or desc.size > MAX_DOCUMENT_BYTES:
             return None
         try:
             return parse_document(self.read_blob(desc), desc.media_type)
@@ -589,7 +535,7 @@ class OCILayout:
 
     def blob_files(self) -> Iterator[tuple[Path, Digest | None]]:
         """Every file under ``blobs/<alg>/``, with its digest when the name is one."""
-        if _refuse_symlink(self.blobs_path, BLOBS_DIR) is None:
+        if refuse_symlink(self.blobs_path, BLOBS_DIR) is None:
             return
         for alg_entry in sorted(os.scandir(self.blobs_path), key=lambda e: e.name):
             if not alg_entry.is_dir(follow_symlinks=False):

@@ -22,6 +22,7 @@ from . import mediatypes as mt
 from .digest import Digest
 from .errors import HybridstoreError, InvalidDocumentError, NotFoundError, StorageError
 from .fsutil import fsync_dir
+from .layout_files import INDEX_FILE, LAYOUT_FILE, MAX_DOCUMENT_BYTES, read_layout_file
 from .linking import TEMP_PREFIX
 from .model import Descriptor, Index, parse_document
 
@@ -29,9 +30,6 @@ if TYPE_CHECKING:
     from .layout import OCILayout
 
 __all__ = ["GcReport", "VerifyReport", "gc_layout", "reachable", "verify_layout"]
-
-# Blobs larger than this are never read as documents (distribution spec: 4 MB manifests).
-_MAX_DOCUMENT_BYTES = 4 << 20
 
 
 @dataclass
@@ -114,7 +112,7 @@ def _referrer_candidates(
             continue
         try:
             st = os.lstat(path)
-            if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_DOCUMENT_BYTES:
+            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_DOCUMENT_BYTES:
                 continue
             with open(path, "rb") as f:
                 if f.read(1) != b"{":
@@ -224,7 +222,6 @@ def gc_layout(layout: OCILayout, *, dry_run: bool, grace: float) -> GcReport:
 
 def verify_layout(layout: OCILayout) -> VerifyReport:
     """Check every reachable blob (presence, type, size, digest) and document; list the rest."""
-    from .layout import INDEX_FILE, LAYOUT_FILE, read_layout_file
     from .schema import validate_document
 
     report = VerifyReport()
@@ -334,7 +331,7 @@ def _verify_document(
     """Validate a (sound) document blob; its children, to check next."""
     from .schema import SUPPORTED_MEDIA_TYPES
 
-    if desc.media_type not in SUPPORTED_MEDIA_TYPES or desc.size > _MAX_DOCUMENT_BYTES:
+    if desc.media_type not in SUPPORTED_MEDIA_TYPES or desc.size > MAX_DOCUMENT_BYTES:
         return []  # unknown media types are opaque bytes (image spec)
     problems = validate(layout.read_blob(desc), desc.media_type)
     report.problems += [f"{desc.digest} ({desc.media_type}): {p}" for p in problems]

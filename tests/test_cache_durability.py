@@ -15,7 +15,7 @@ from support.oci_builder import LayoutBuilder
 
 import hybridstore.fsutil
 import hybridstore.ingest_file
-import hybridstore.layout
+import hybridstore.layout_files
 from hybridstore.archive import export_to_path
 from hybridstore.archive_import import import_archive
 from hybridstore.cache import BlobCache
@@ -138,14 +138,14 @@ def test_the_layout_syncs_its_cache_before_writing_index_json(
     assert cache.unsynced_dirs  # linked into the layout, not yet durable in the cache
 
     pending_at_write: list[frozenset[Path]] = []
-    real_write = hybridstore.layout.atomic_write_bytes
+    real_write = hybridstore.layout_files.atomic_write_bytes
 
     def recording_write(path: str | os.PathLike[str], data: bytes, **kw: object) -> bool:
         if Path(path).name == "index.json":
             pending_at_write.append(cache.unsynced_dirs)
         return real_write(path, data, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(hybridstore.layout, "atomic_write_bytes", recording_write)
+    monkeypatch.setattr(hybridstore.layout_files, "atomic_write_bytes", recording_write)
     manifest = (
         b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}'
     )
