@@ -5,7 +5,7 @@ Example::
     import hybridstore
     result = hybridstore.pull("oci://registry.example.com/charts/app:1.2.3",
                               layout="./charts")
-    print(result.digest, result.fetched, result.reused)
+    result.digest, result.fetched, result.reused   # what arrived, what was reused
 """
 
 from __future__ import annotations
