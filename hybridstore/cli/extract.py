@@ -7,19 +7,13 @@ from typing import Any
 import click
 
 from .common import GlobalOptions, emit_json, pass_options
-from .remote_options import credential_from, registry_options, transport_from
+from .remote_options import credential_from, ref_or_layout, registry_options, transport_from
 
 __all__ = ["extract"]
 
 
 @click.command()
-@click.argument("ref", required=False)
-@click.option(
-    "--layout",
-    "layout_dir",
-    type=click.Path(file_okay=False, exists=True),
-    help="Extract the ref REF of this layout instead of pulling from a registry.",
-)
+@ref_or_layout("Extract the ref REF of this layout instead of pulling from a registry.")
 @click.option(
     "-o",
     "--output",

@@ -9,19 +9,13 @@ from typing import Any
 import click
 
 from .common import emit_json
-from .remote_options import credential_from, registry_options, transport_from
+from .remote_options import credential_from, ref_or_layout, registry_options, transport_from
 
 __all__ = ["inspect"]
 
 
 @click.command()
-@click.argument("ref", required=False)
-@click.option(
-    "--layout",
-    "layout_dir",
-    type=click.Path(file_okay=False, exists=True),
-    help="Inspect the ref REF of this layout instead of a registry.",
-)
+@ref_or_layout("Inspect the ref REF of this layout instead of a registry.")
 @click.option("--raw", is_flag=True, help="Print the exact bytes (of the manifest, or --config).")
 @click.option("--config", "show_config", is_flag=True, help="Print the config blob.")
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Descend into an index's manifest.")

@@ -7,19 +7,13 @@ from typing import Any
 import click
 
 from .common import emit_json
-from .remote_options import credential_from, registry_options, transport_from
+from .remote_options import credential_from, ref_or_layout, registry_options, transport_from
 
 __all__ = ["referrers"]
 
 
 @click.command()
-@click.argument("ref", required=False)
-@click.option(
-    "--layout",
-    "layout_dir",
-    type=click.Path(file_okay=False, exists=True),
-    help="List referrers recorded in this layout (REF is a ref name there).",
-)
+@ref_or_layout("List referrers recorded in this layout (REF is a ref name there).")
 @click.option(
     "--artifact-type",
     "artifact_types",

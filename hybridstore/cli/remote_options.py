@@ -12,7 +12,7 @@ from ..errors import InvalidInputError
 from ..remote.credentials import Credential
 from ..remote.transport import TransportOptions
 
-__all__ = ["registry_options", "transport_from", "credential_from"]
+__all__ = ["registry_options", "ref_or_layout", "transport_from", "credential_from"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,6 +36,23 @@ def registry_options(f: F) -> F:
     ):
         f = opt(f)
     return f
+
+
+def ref_or_layout(layout_help: str) -> Callable[[F], F]:
+    """The optional REF argument and ``--layout DIR``: commands that read REF from a
+    registry, or from a layout instead (where REF is a ref name, optional when the
+    layout has just one)."""
+
+    def decorate(f: F) -> F:
+        f = click.option(
+            "--layout",
+            "layout_dir",
+            type=click.Path(file_okay=False, exists=True),
+            help=layout_help,
+        )(f)
+        return click.argument("ref", required=False)(f)
+
+    return decorate
 
 
 def transport_from(kwargs: dict[str, Any]) -> TransportOptions:
