@@ -8,27 +8,11 @@ from typing import Any, cast
 import click
 
 from ..errors import InvalidInputError
-from .cache import parse_size
+from .cache import Size, human_size
 from .common import GlobalOptions, emit_json, pass_options
 from .layout import link_mode_option
 
 __all__ = ["export", "import_"]
-
-
-def _size(ctx: click.Context, param: click.Parameter, value: Any) -> int:
-    try:
-        return value if isinstance(value, int) else parse_size(str(value))
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-
-
-def _human(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
 
 
 @click.command()
@@ -92,7 +76,7 @@ def export(
         click.echo(f"{name}: {desc.digest}", err=to_stdout)
     click.echo(
         f"exported {len(result.refs)} ref(s), {result.blobs} blob(s) "
-        f"({_human(result.blob_bytes)}) to {where} as a {_human(result.archive_bytes)} "
+        f"({human_size(result.blob_bytes)}) to {where} as a {human_size(result.archive_bytes)} "
         f"{'uncompressed' if result.compression == 'none' else result.compression} archive",
         err=to_stdout,
     )
@@ -127,7 +111,7 @@ def _json_text(obj: Any) -> str:
 )
 @click.option(
     "--max-size",
-    callback=_size,
+    type=Size(),
     metavar="SIZE",
     default="256G",
     show_default=True,
@@ -135,7 +119,7 @@ def _json_text(obj: Any) -> str:
 )
 @click.option(
     "--max-index-size",
-    callback=_size,
+    type=Size(),
     metavar="SIZE",
     default="64M",
     show_default=True,
@@ -177,7 +161,7 @@ def import_(opts: GlobalOptions, /, archive: str, **kw: Any) -> None:
     links = ", ".join(f"{n} {mode}" for mode, n in sorted(result.link_modes.items()))
     click.echo(
         f"imported {len(result.refs)} ref(s) into {kw['layout_dir']}: "
-        f"{result.blobs_ingested} blob(s) new in the cache ({_human(result.bytes_ingested)}), "
+        f"{result.blobs_ingested} blob(s) new in the cache ({human_size(result.bytes_ingested)}), "
         f"{result.blobs_present} already cached; linked: {links or 'nothing'}"
     )
     for digest in result.skipped:

@@ -13,7 +13,7 @@ from ..digest import Digest
 from ..errors import NotFoundError
 from .common import GlobalOptions, emit_json, pass_options
 
-__all__ = ["cache", "parse_duration", "parse_size"]
+__all__ = ["Size", "cache", "human_size", "parse_duration", "parse_size"]
 
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -49,7 +49,9 @@ class _Duration(click.ParamType[float, Any]):
             self.fail(str(e), param, ctx)
 
 
-class _Size(click.ParamType[int, Any]):
+class Size(click.ParamType[int, Any]):
+    """A byte count given as 123, 500M, 2G... (``parse_size``)."""
+
     name = "size"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
@@ -61,7 +63,7 @@ class _Size(click.ParamType[int, Any]):
             self.fail(str(e), param, ctx)
 
 
-def _human(n: int) -> str:
+def human_size(n: int) -> str:
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if value < 1024 or unit == "TiB":
@@ -105,9 +107,9 @@ def info(opts: GlobalOptions, /, as_json: bool) -> None:
     rows = [
         ("location", str(i.root) + ("" if i.exists else " (not created yet)")),
         ("layout version", str(i.layout_version or "-")),
-        ("blobs", f"{i.blob_count} ({_human(i.blob_bytes)})"),
-        ("shared with layouts", f"{i.shared_count} ({_human(i.shared_bytes)}; link count > 1)"),
-        ("partial ingests", f"{i.partial_count} ({_human(i.partial_bytes)})"),
+        ("blobs", f"{i.blob_count} ({human_size(i.blob_bytes)})"),
+        ("shared with layouts", f"{i.shared_count} ({human_size(i.shared_bytes)}; link count > 1)"),
+        ("partial ingests", f"{i.partial_count} ({human_size(i.partial_bytes)})"),
         ("quarantined", str(i.quarantined_count)),
         ("resume across processes", "yes" if i.locks_trusted else "no (locks not trusted here)"),
     ]
@@ -125,9 +127,11 @@ def du(opts: GlobalOptions, /, as_json: bool) -> None:
         emit_json(usage.to_json())
         return
     for a in usage.areas:
-        click.echo(f"{_human(a.disk_bytes):>11}  {a.name} ({a.files} files)")
-    click.echo(f"{_human(usage.total_disk_bytes):>11}  total  {usage.root}")
-    click.echo(f"{_human(usage.cache_only_bytes):>11}  of blobs no layout links (pruning frees it)")
+        click.echo(f"{human_size(a.disk_bytes):>11}  {a.name} ({a.files} files)")
+    click.echo(f"{human_size(usage.total_disk_bytes):>11}  total  {usage.root}")
+    click.echo(
+        f"{human_size(usage.cache_only_bytes):>11}  of blobs no layout links (pruning frees it)"
+    )
 
 
 @cache.command("path")
@@ -172,11 +176,11 @@ def verify(opts: GlobalOptions, /, repair: bool, as_json: bool) -> None:
             for p in report.unknown:
                 click.echo(f"unknown file: {p}")
             for e in report.stale_ingests:
-                click.echo(f"stale ingest: {e.path} ({_human(e.size)}, {_ago(e.age)})")
+                click.echo(f"stale ingest: {e.path} ({human_size(e.size)}, {_ago(e.age)})")
             state = "ok" if report.ok else f"{len(report.corrupt)} corrupt blob(s)"
             click.echo(
                 f"{report.root}: {state}; {report.checked} blob(s) verified "
-                f"({_human(report.checked_bytes)})"
+                f"({human_size(report.checked_bytes)})"
             )
     if not report.ok:
         raise click.exceptions.Exit(1)
@@ -185,7 +189,7 @@ def verify(opts: GlobalOptions, /, repair: bool, as_json: bool) -> None:
 @cache.command("prune")
 @click.option("--older-than", type=_Duration(), metavar="DURATION",
               help="Remove blobs not used for this long (e.g. 7d, 12h, 30m).")  # fmt: skip
-@click.option("--max-size", type=_Size(), metavar="SIZE",
+@click.option("--max-size", type=Size(), metavar="SIZE",
               help="Remove least recently used blobs until the blobs total at most SIZE "
               "(e.g. 10G; K/M/G/T are powers of 1024).")  # fmt: skip
 @click.option("--unlinked", is_flag=True,
@@ -232,16 +236,16 @@ def prune(
     if not opts.quiet:
         now = time.time()
         for b in report.removed:
-            click.echo(f"{verb} {b.digest} ({_human(b.size)}, used {_ago(now - b.last_used)})")
+            click.echo(f"{verb} {b.digest} ({human_size(b.size)}, used {_ago(now - b.last_used)})")
         for p in report.swept:
             click.echo(f"{verb} {p}")
     summary = (
-        f"{verb} {len(report.removed)} blob(s), {_human(report.removed_bytes)} "
-        f"(frees {_human(report.freed_bytes)}), and {len(report.swept)} stale file(s) "
-        f"({_human(report.swept_bytes)}); {_human(report.remaining_bytes)} of blobs remain"
+        f"{verb} {len(report.removed)} blob(s), {human_size(report.removed_bytes)} "
+        f"(frees {human_size(report.freed_bytes)}), and {len(report.swept)} stale file(s) "
+        f"({human_size(report.swept_bytes)}); {human_size(report.remaining_bytes)} of blobs remain"
     )
     if report.kept_in_grace:
         summary += f"; kept {report.kept_in_grace} blob(s) used within the grace period"
     if report.budget_met is False:
-        summary += f"; still above --max-size {_human(report.max_size or 0)}"
+        summary += f"; still above --max-size {human_size(report.max_size or 0)}"
     click.echo(summary)
