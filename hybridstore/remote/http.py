@@ -141,7 +141,7 @@ class Response:
         self.headers = Headers(raw.getheaders())
         self.url = url
         #: What was sent (auth compares the Authorization it sent with what it would send).
-        self.request_headers = dict(request_headers)
+        self.request_headers = request_headers
         self._content: bytes | None = None
         self._closed = False
 
