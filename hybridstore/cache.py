@@ -30,7 +30,7 @@ worst case is a missing cache entry (fetched again when next used), never a
 layout ref to a missing or torn blob; callers that only read a blob back
 (extract, staging an upload) need no ``sync()`` at all.
 
-Single flight: the writer of a digest holds an OS lock for it (``filelock``;
+Single flight: the writer of a digest holds an OS lock for it (``flock``;
 the kernel drops it if the holder dies), so a blob crosses the network once per
 machine; the others wait until it is published. ``try_ingest`` does not wait:
 it hands back a digest someone else is fetching, so a puller can first fetch
@@ -89,7 +89,7 @@ from .ingest_file import (
     open_partial,
     stream_source,
 )
-from .locking import LOCK_TIMEOUT_ENV, acquire_visibly, file_lock, lock_timeout, try_acquire
+from .locking import LOCK_TIMEOUT_ENV, FileLock, acquire_visibly, lock_timeout
 
 if TYPE_CHECKING:
     from .cache_admin import CacheInfo, DiskUsage, PruneReport, VerifyReport
@@ -414,12 +414,12 @@ class BlobCache:
         up to ``lock_timeout()``. Yields ``False``, holding nothing, once ``until()`` is
         true, or at once if another process holds it and not ``wait``. Where locks are
         trusted the file is unlinked while held, so ``locks/`` stays small."""
-        lock = file_lock(path)
+        lock = FileLock(path)
         try:
             if wait:
                 held = acquire_visibly(lock, what, path, log, until=until)
             else:
-                held = try_acquire(lock)
+                held = lock.try_acquire()
         except LockTimeoutError:  # a TimeoutError, hence an OSError: not a storage problem
             raise
         except OSError as e:
@@ -432,7 +432,7 @@ class BlobCache:
         finally:
             if self.locks_trusted:
                 # Unlink while held: flock waiters that locked the old inode see
-                # st_nlink == 0 and retry (filelock checks), so locks/ stays small.
+                # st_nlink == 0 and retry (see FileLock), so locks/ stays small.
                 unlink_quietly(path)
             lock.release()
 

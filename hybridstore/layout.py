@@ -7,12 +7,11 @@ descriptor per name, the name recorded as ``org.opencontainers.image.ref.name``
 through the shared cache and ``linking`` (reflink, hardlink or copy).
 
 ``index.json`` changes are transactions: under the lock file ``index.json.lock``
-(an OS ``flock`` through ``filelock``) the index is re-read, changed, written
-to a temp file, fsynced, ``os.replace``d and the directory fsynced, so writers
-in many processes all land and readers only ever see a whole file. The empty
-lock file stays (unlinking lock files races with the next holder); other tools
-ignore it as an unknown file. ``index.json`` is the completion marker: a ref is
-added only after the blob it names is in place.
+(an OS ``flock``) the index is re-read, changed, written to a temp file,
+fsynced, ``os.replace``d and the directory fsynced, so writers in many
+processes all land and readers only ever see a whole file. The empty lock file
+stays; other tools ignore it as an unknown file. ``index.json`` is the
+completion marker: a ref is added only after the blob it names is in place.
 
 Ref names: ``tag`` records the name it is given (callers pass the full
 normalised reference); ``resolve`` and ``untag`` find an entry by either
@@ -74,7 +73,7 @@ from .layout_refs import (
     one_descriptor,
 )
 from .linking import Linker, LinkMode
-from .locking import acquire_visibly, file_lock
+from .locking import FileLock, acquire_visibly
 from .model import (
     ANNOTATION_REF_NAME,
     Descriptor,
@@ -247,7 +246,7 @@ class OCILayout:
         lock_path = self.root / INDEX_LOCK_FILE
         refuse_symlink(lock_path, INDEX_LOCK_FILE)
         with self._thread_lock:
-            lock = file_lock(lock_path)
+            lock = FileLock(lock_path)
             try:
                 what = f"{INDEX_FILE} of {self.root}"
                 acquire_visibly(lock, what, lock_path, log, max_poll=_LOCK_POLL)

@@ -4,15 +4,26 @@ The cache's per-digest single-flight locks and a layout's ``index.json`` lock
 both wait here, so both log who they wait for and both give up after
 ``HYBRIDSTORE_LOCK_TIMEOUT`` seconds with an error naming that variable.
 
-``flock`` cannot wait with a timeout, so waiting is polling (as in ``filelock``
-itself), here with a back-off: the first retries come after a millisecond or
-two, when a lock held for a small blob or an ``index.json`` write is about to
-be free, and later ones no more often than ``max_poll``, so eight processes
-waiting on one large download do not spin.
+``flock`` cannot wait with a timeout, so waiting is polling, with a back-off:
+the first retries come after a millisecond or two, when a lock held for a small
+blob or an ``index.json`` write is about to be free, and later ones no more
+often than ``max_poll``, so eight processes waiting on one large download do
+not spin.
+
+The lock itself (``FileLock``) is hand-written, not ``filelock``, which the
+design otherwise prefers: this module already does the waiting, timeout and
+logging such a library adds, and what is left is ``open`` plus ``flock``.
+filelock 4 cost about 10 ms of import on every command and about 160 µs and
+45 system calls per lock and release, on a path that takes one lock per blob;
+``FileLock`` takes 4 system calls. The on-disk protocol is the same ``flock``
+on the same file, so older and newer versions sharing a cache still exclude
+each other.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import math
 import os
@@ -21,23 +32,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-import filelock
-
 from .errors import InvalidInputError, LockTimeoutError
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
     "LOCK_TIMEOUT_ENV",
+    "FileLock",
     "acquire_visibly",
-    "file_lock",
     "lock_timeout",
-    "try_acquire",
 ]
 
 LOCK_TIMEOUT_ENV: Final = "HYBRIDSTORE_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT: Final = 300.0
 _WAIT_LOG_INTERVAL: Final = 10.0
 _FIRST_POLL: Final = 0.001
+_CONTENDED: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES})
+_LOCK_FILE_MODE: Final = 0o644
 
 
 def lock_timeout() -> float:
@@ -56,22 +66,53 @@ def lock_timeout() -> float:
     return value
 
 
-def file_lock(path: Path) -> filelock.BaseFileLock:
-    """An OS lock (``flock``) on the file ``path``, not yet taken."""
-    return filelock.FileLock(path)
+class FileLock:
+    """An exclusive ``flock`` on the file at ``path`` (created if missing), taken
+    without waiting; the kernel drops it when the holder closes it or dies.
 
+    A holder may unlink the file before releasing (the cache does, so ``locks/``
+    stays small). A process that then locks the orphaned inode sees
+    ``st_nlink == 0`` and locks the file now at ``path`` instead.
+    """
 
-def try_acquire(lock: filelock.BaseFileLock) -> bool:
-    """Take ``lock`` if nobody holds it; never waits. ``OSError`` propagates."""
-    try:
-        lock.acquire(blocking=False)
-    except filelock.Timeout:
-        return False
-    return True
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    @property
+    def is_locked(self) -> bool:
+        """Whether this object holds the lock."""
+        return self._fd is not None
+
+    def try_acquire(self) -> bool:
+        """Take the lock if nobody holds it; never waits. ``OSError`` propagates."""
+        if self._fd is not None:
+            raise RuntimeError(f"{self.path} is already locked by this object")
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        while True:
+            fd = os.open(self.path, flags, _LOCK_FILE_MODE)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                linked = os.fstat(fd).st_nlink > 0
+            except BaseException as e:
+                os.close(fd)
+                if isinstance(e, OSError) and e.errno in _CONTENDED:
+                    return False
+                raise
+            if linked:
+                self._fd = fd
+                return True
+            os.close(fd)  # unlinked by the last holder: lock the file now at path
+
+    def release(self) -> None:
+        """Let go (closing the file drops the ``flock``); a no-op when not held."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 def acquire_visibly(
-    lock: filelock.BaseFileLock,
+    lock: FileLock,
     what: str,
     path: Path,
     log: logging.Logger,
@@ -90,7 +131,7 @@ def acquire_visibly(
     lock file itself propagates for the caller to report.
     """
     timeout = lock_timeout()
-    if try_acquire(lock):
+    if lock.try_acquire():
         return True
     log.info("waiting for %s held by another process", what)
     started = time.monotonic()
@@ -110,6 +151,6 @@ def acquire_visibly(
         time.sleep(min(delay, remaining))
         if until is not None and until():
             return False
-        if try_acquire(lock):
+        if lock.try_acquire():
             return True
         delay = min(delay * 2, max_poll)

@@ -1,0 +1,93 @@
+"""The hand-written ``FileLock``: exclusion, hand-over after an unlink, death of the holder."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hybridstore import locking
+from hybridstore.locking import FileLock
+
+
+def test_a_held_lock_excludes_another_until_released(tmp_path: Path) -> None:
+    path = tmp_path / "x.lock"
+    first, second = FileLock(path), FileLock(path)
+    assert first.try_acquire() and first.is_locked
+    assert not second.try_acquire() and not second.is_locked
+    first.release()
+    assert not first.is_locked
+    assert second.try_acquire()
+    second.release()
+    second.release()  # releasing twice is harmless
+    assert path.exists(), "the lock file stays for the next holder"
+
+
+def test_taking_a_lock_twice_through_one_object_is_a_bug(tmp_path: Path) -> None:
+    lock = FileLock(tmp_path / "x.lock")
+    assert lock.try_acquire()
+    with pytest.raises(RuntimeError, match="already locked"):
+        lock.try_acquire()
+    lock.release()
+
+
+def test_a_lock_file_unlinked_by_its_holder_hands_over_to_the_file_now_at_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiter that opened the old file and locks it after the holder unlinked it
+    must not count that orphan as the lock: it locks the new file instead."""
+    path = tmp_path / "x.lock"
+    holder = FileLock(path)
+    assert holder.try_acquire()
+    real_flock = fcntl.flock
+
+    def flock_after_the_holder_leaves(fd: int, operation: int) -> None:
+        if holder.is_locked:  # the waiter has opened the old inode: now the holder leaves
+            path.unlink()
+            holder.release()
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(locking.fcntl, "flock", flock_after_the_holder_leaves)
+    waiter = FileLock(path)
+    assert waiter.try_acquire()
+    monkeypatch.setattr(locking.fcntl, "flock", real_flock)
+    assert path.exists()
+    assert not FileLock(path).try_acquire(), "the waiter holds the file at the path"
+    waiter.release()
+
+
+def test_the_kernel_drops_the_lock_of_a_killed_holder(tmp_path: Path) -> None:
+    path = tmp_path / "x.lock"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from hybridstore.locking import FileLock; "
+            "assert FileLock(Path(sys.argv[1])).try_acquire(); print('held', flush=True); "
+            "sys.stdin.read()",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        assert not FileLock(path).try_acquire()
+        holder.kill()
+        holder.wait()
+        assert FileLock(path).try_acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_symlinked_lock_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").write_text("")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "x.lock")
+    with pytest.raises(OSError):
+        FileLock(tmp_path / "x.lock").try_acquire()
