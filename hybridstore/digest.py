@@ -37,6 +37,11 @@ _REGISTERED: Final[dict[str, re.Pattern[str]]] = {
 # The algorithms this code can compute (blake3 is registered but not in hashlib).
 SUPPORTED_ALGORITHMS: Final = ("sha256", "sha512")
 
+# A whole digest that may become a path: a supported algorithm and its encoding.
+_PATHABLE: Final = re.compile(
+    "|".join(f"{alg}:{_REGISTERED[alg].pattern}" for alg in SUPPORTED_ALGORITHMS), re.ASCII
+)
+
 _MAX_LEN: Final = 1024
 
 
@@ -60,7 +65,7 @@ class Digest:
             raise InvalidDigestError(
                 f"invalid digest {shown!r}: expected 'algorithm:encoded' such as 'sha256:<64 hex>'"
             )
-        alg, enc = m.group("alg"), m.group("enc")
+        alg, enc = m.group("alg", "enc")
         rule = _REGISTERED.get(alg)
         if rule is not None and not rule.fullmatch(enc):
             want = "128" if alg == "sha512" else "64"
@@ -99,12 +104,12 @@ class Digest:
     def path_components(self) -> tuple[str, str]:
         """``(algorithm, encoded)`` for ``blobs/<alg>/<encoded>``: the only digest-to-path route.
 
-        Re-validates so that a ``Digest`` built by hand can never name a path
-        outside ``blobs/``; only verifiable algorithms get a path.
+        Re-validates (one regex match) so that a ``Digest`` built by hand can never
+        name a path outside ``blobs/``; only verifiable algorithms get a path.
         """
-        again = Digest.parse(str(self))
-        again.require_verifiable()
-        return again.algorithm, again.encoded
+        if _PATHABLE.fullmatch(f"{self.algorithm}:{self.encoded}") is None:
+            Digest.parse(str(self)).require_verifiable()  # raises, naming the problem
+        return self.algorithm, self.encoded
 
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.encoded}"
