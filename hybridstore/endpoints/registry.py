@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from .. import mediatypes as mt
 from ..cache import BlobCache, BlobSource, IngestResult
@@ -26,8 +26,10 @@ from ..reference import Reference
 from ..referrers import fallback_tag, merge_fallback_index, referrer_descriptor
 from ..remote.repository import Repository
 from ..remote.transport import RegistryTransport
-from ..remote.upload import BlobUploader, UploadOptions
 from .base import BlobOutcome, Opener, Progress, Source
+
+if TYPE_CHECKING:
+    from ..remote.upload import UploadOptions
 
 __all__ = ["RegistrySource", "RegistryDestination"]
 
@@ -123,6 +125,9 @@ class RegistryDestination:
         self.repo = repo
         self.target = target
         self.cache = cache
+        # Imported here: only a push needs it, and every pull's start-up would pay for it.
+        from ..remote.upload import BlobUploader
+
         self.uploader = BlobUploader(repo, upload)
 
     @property

@@ -29,8 +29,6 @@ import logging
 import os
 import re
 import shutil
-import signal
-import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -285,6 +283,10 @@ def _run_helper(
     """Run ``docker-credential-<name> <action>``; (found, stdout). A helper that
     says "credentials not found" gives (False, b""); anything else that fails
     raises AuthError naming the helper and the registry."""
+    # Imported here: only helpers need them, and every command's start-up would pay.
+    import signal
+    import subprocess
+
     exe = _helper_exe(name, registry, af)
     # The user's environment is kept: real helpers need it (D-Bus for
     # secretservice, AWS_* for ecr-login, GNUPGHOME for pass). Its own session
