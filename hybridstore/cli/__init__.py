@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from .. import __version__
 from .common import GlobalOptions, run_cli
 
 __all__ = ["main", "cli"]
@@ -72,7 +73,7 @@ class LazyGroup(click.Group):
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors and requested output.")
-@click.version_option(package_name="hybridstore")
+@click.version_option(__version__, package_name="hybridstore")
 @click.pass_context
 def cli(ctx: click.Context, cache_dir: str | None, debug: bool, quiet: bool) -> None:
     """Pull OCI images, Helm charts and ORAS artifacts into one shared cache and
