@@ -89,7 +89,7 @@ from .ingest_file import (
     open_partial,
     stream_source,
 )
-from .locking import LOCK_TIMEOUT_ENV, FileLock, acquire_visibly, lock_timeout
+from .locking import LOCK_TIMEOUT_ENV, FileLock, acquire_visibly, cannot_lock_here, lock_timeout
 
 if TYPE_CHECKING:
     from .cache_admin import CacheInfo, DiskUsage, PruneReport, VerifyReport
@@ -423,7 +423,12 @@ class BlobCache:
         except LockTimeoutError:  # a TimeoutError, hence an OSError: not a storage problem
             raise
         except OSError as e:
-            raise storage_error(e, "lock", path, _cache_hint(e)) from e
+            if not cannot_lock_here(e):
+                raise storage_error(e, "lock", path, _cache_hint(e)) from e
+            self._distrust_locks(e)
+            unlink_quietly(path)
+            yield True  # nothing to hold: writer-unique temp files keep the cache whole
+            return
         if not held:
             yield False
             return
@@ -435,6 +440,17 @@ class BlobCache:
                 # st_nlink == 0 and retry (see FileLock), so locks/ stays small.
                 unlink_quietly(path)
             lock.release()
+
+    def _distrust_locks(self, e: OSError) -> None:
+        """The filesystem refused ``flock``: carry on as where locks cannot be trusted."""
+        if self._trust_locks is not False:
+            log.warning(
+                "cache %s: this filesystem cannot lock files (%s); continuing without "
+                "single flight, so concurrent pulls may fetch a blob more than once",
+                self.root,
+                e.strerror or e,
+            )
+        self._trust_locks = False
 
     @staticmethod
     def _published(final: Path, size: int | None) -> bool:

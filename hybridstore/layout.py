@@ -73,7 +73,7 @@ from .layout_refs import (
     one_descriptor,
 )
 from .linking import Linker, LinkMode
-from .locking import FileLock, acquire_visibly
+from .locking import FileLock, acquire_visibly, cannot_lock_here
 from .model import (
     ANNOTATION_REF_NAME,
     Descriptor,
@@ -253,7 +253,15 @@ class OCILayout:
             except LockTimeoutError:  # a TimeoutError, hence an OSError: not a storage problem
                 raise
             except OSError as e:
-                raise StorageError(f"cannot lock {lock_path}: {e.strerror or e}") from e
+                if not cannot_lock_here(e):
+                    raise StorageError(f"cannot lock {lock_path}: {e.strerror or e}") from e
+                # Still atomic (temp file and rename); only concurrent taggers can race.
+                log.warning(
+                    "%s: this filesystem cannot lock files (%s); another process tagging "
+                    "into this layout at the same time could undo this change",
+                    self.root,
+                    e.strerror or e,
+                )
             try:
                 yield
             finally:

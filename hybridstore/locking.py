@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
     "LOCK_TIMEOUT_ENV",
     "FileLock",
+    "cannot_lock_here",
     "acquire_visibly",
     "lock_timeout",
 ]
@@ -47,7 +48,15 @@ DEFAULT_LOCK_TIMEOUT: Final = 300.0
 _WAIT_LOG_INTERVAL: Final = 10.0
 _FIRST_POLL: Final = 0.001
 _CONTENDED: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES})
+# flock errors that mean the filesystem cannot lock at all (some FUSE and NFS mounts).
+_UNSUPPORTED: Final = frozenset({errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK})
 _LOCK_FILE_MODE: Final = 0o644
+
+
+def cannot_lock_here(e: OSError) -> bool:
+    """Whether ``e``, from taking a ``FileLock``, says the filesystem has no working
+    ``flock`` (a fact about the mount, not a storage failure or a holder)."""
+    return e.errno in _UNSUPPORTED
 
 
 def lock_timeout() -> float:

@@ -1,17 +1,26 @@
-"""The hand-written ``FileLock``: exclusion, hand-over after an unlink, death of the holder."""
+"""The hand-written ``FileLock``: exclusion, hand-over after an unlink, death of the holder,
+and what the cache and a layout do on a filesystem that cannot lock at all."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from support.oci_builder import LayoutBuilder
 
 from hybridstore import locking
+from hybridstore.cache import BlobCache
+from hybridstore.digest import Digest
+from hybridstore.errors import StorageError
+from hybridstore.layout import OCILayout
 from hybridstore.locking import FileLock
+from hybridstore.model import Descriptor
 
 
 def test_a_held_lock_excludes_another_until_released(tmp_path: Path) -> None:
@@ -91,3 +100,54 @@ def test_a_symlinked_lock_file_is_refused(tmp_path: Path) -> None:
     os.symlink(tmp_path / "elsewhere", tmp_path / "x.lock")
     with pytest.raises(OSError):
         FileLock(tmp_path / "x.lock").try_acquire()
+
+
+@pytest.fixture
+def no_flock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A filesystem whose ``flock`` is not implemented (as on some FUSE mounts)."""
+
+    def refuse(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+    monkeypatch.setattr(locking.fcntl, "flock", refuse)
+
+
+@pytest.mark.usefixtures("no_flock")
+def test_the_cache_ingests_without_single_flight_where_flock_is_missing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = BlobCache(tmp_path / "cache")
+    assert cache.locks_trusted  # ext4 or similar: trusted until flock itself refuses
+    data = os.urandom(3000)
+    with caplog.at_level(logging.WARNING, logger="hybridstore.cache"):
+        result = cache.ingest_bytes(Digest.of_bytes(data), data)
+        cache.ingest_bytes(Digest.of_bytes(b"second"), b"second")
+    assert result.path.read_bytes() == data
+    assert not cache.locks_trusted, "no cross-process resume without working locks"
+    assert sorted((tmp_path / "cache" / "locks").iterdir()) == []
+    assert sorted((tmp_path / "cache" / "ingest").iterdir()) == []
+    warnings = [r.getMessage() for r in caplog.records if "cannot lock files" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+
+
+@pytest.mark.usefixtures("no_flock")
+def test_a_layout_still_tags_where_flock_is_missing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    desc = Descriptor.from_json(LayoutBuilder(tmp_path).artifact(None).descriptor())
+    with caplog.at_level(logging.WARNING, logger="hybridstore.layout"):
+        OCILayout.open(tmp_path).tag(desc, "v1")
+    assert OCILayout.open(tmp_path).resolve("v1").digest == desc.digest
+    assert "cannot lock files" in caplog.text
+
+
+def test_other_lock_failures_are_storage_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(fd: int, operation: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(locking.fcntl, "flock", broken)
+    cache = BlobCache(tmp_path / "cache")
+    with pytest.raises(StorageError, match="lock"):
+        cache.ingest_bytes(Digest.of_bytes(b"x"), b"x")
