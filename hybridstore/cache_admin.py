@@ -29,6 +29,7 @@ from .cache import CACHE_HINT
 from .digest import SUPPORTED_ALGORITHMS, Digest
 from .errors import InvalidDigestError, InvalidInputError
 from .fsutil import fsync_dir, storage_error
+from .locking import cannot_lock_here
 
 if TYPE_CHECKING:
     from .cache import BlobCache
@@ -349,7 +350,8 @@ def _probe_free(lock_path: Path) -> bool:
     except OSError as e:
         if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
             return False
-        raise
+        if not cannot_lock_here(e):  # where nothing can lock, nobody holds it
+            raise
     finally:
         os.close(fd)
     return True

@@ -151,3 +151,17 @@ def test_other_lock_failures_are_storage_errors(
     cache = BlobCache(tmp_path / "cache")
     with pytest.raises(StorageError, match="lock"):
         cache.ingest_bytes(Digest.of_bytes(b"x"), b"x")
+
+
+@pytest.mark.usefixtures("no_flock")
+def test_prune_sweeps_stale_lock_files_where_flock_is_missing(tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path / "cache")
+    cache.ingest_bytes(Digest.of_bytes(b"kept"), b"kept")
+    stale = cache.lock_path(Digest.of_bytes(b"killed holder"))
+    stale.write_bytes(b"")
+    an_hour_ago = stale.stat().st_mtime - 7200
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    assert cache.prune(grace=3600, dry_run=True).swept == (stale,)
+    assert stale.exists()
+    assert cache.prune(grace=3600).swept == (stale,)
+    assert not stale.exists()
