@@ -79,7 +79,8 @@ def render(
         "# hybridstore pull benchmarks",
         "",
         f"- Date: {info['date']}. Machine: {info['cpus']} CPUs, {info['memory']} RAM, "
-        f"kernel {info['kernel']}, {info['os']}; work dir on {info['filesystem']}.",
+        f"kernel {info['kernel']}, {info['os']}; work dir on {info['filesystem']}; "
+        f"{info.get('VM memory', 'VM memory not checked')}.",
         f"- Versions: hybridstore {info['hybridstore']}; python {info['python']}; "
         f"{info['skopeo']}; {info['registry']}; oras-py {info['oras-py']}; "
         f"requests {info['requests']}; {info['curl'].split(' (')[0]}.",

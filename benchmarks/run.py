@@ -49,6 +49,7 @@ from report import render  # noqa: E402
 from results import RequestCounts, RowResult  # noqa: E402
 from support.registry import Registry, RegistryConfig  # noqa: E402
 from tools import Context, Tool, concurrency_tools, pull_tools  # noqa: E402
+from vmmemory import freed_memory_kept  # noqa: E402
 from workloads import BLOB_WORKLOADS, Workload, WorkloadSet  # noqa: E402
 
 ALL_WORKLOADS = (*BLOB_WORKLOADS, "concurrent", "startup")
@@ -85,6 +86,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=HERE / "results" / "latest.md")
     p.add_argument("--workdir", type=Path, help="parent of the temporary work directory")
     p.add_argument("--keep", action="store_true", help="keep the work directory (debugging)")
+    p.add_argument(
+        "--allow-page-reporting",
+        action="store_true",
+        help="leave a VM's free page reporting as it is (see vmmemory.py)",
+    )
     args = p.parse_args(argv)
     quick = args.quick
     args.runs = args.runs if args.runs is not None else (1 if quick else 3)
@@ -317,7 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ctx = Context(registry.host_port, sys.executable, str(hybridstore), HERE, scripts)
             info = machine_info(work, REPO)
             info["registry address"] = f"{registry.host_port} (plain HTTP, storage in {work})"
-            rows, workloads = run_all(args, ctx, registry, work, with_oras)
+            with freed_memory_kept(not args.allow_page_reporting) as memory:
+                info["VM memory"] = memory
+                rows, workloads = run_all(args, ctx, registry, work, with_oras)
         finally:
             registry.stop()
     finally:

@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from support import require_binary
@@ -46,6 +47,7 @@ def test_harness_writes_the_report_and_counts_one_get_per_blob(tmp_path: Path) -
             "--workloads=chart,concurrent",
             f"--out={out}",
             f"--workdir={tmp_path}",
+            "--allow-page-reporting",  # a test does not retune the machine's kernel
         ],
         capture_output=True,
         text=True,
@@ -74,6 +76,30 @@ def test_harness_writes_the_report_and_counts_one_get_per_blob(tmp_path: Path) -
     warm = rows[("concurrent", "hybridstore-x8-warm")]
     assert [r["blob_gets"] for r in warm["requests"]] == [0]
     assert not list(tmp_path.glob("hybridstore-bench-*")), "work directory left behind"
+
+
+def _vmmemory() -> ModuleType:
+    """benchmarks/vmmemory.py, which is not a package module."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import vmmemory
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    return vmmemory
+
+
+def test_freed_memory_is_held_for_the_run_and_the_setting_restored(tmp_path: Path) -> None:
+    vmmemory = _vmmemory()
+    knob = tmp_path / "min_free_ms"
+    knob.write_text("0\n")
+    with vmmemory.freed_memory_kept(True, knob) as note:
+        assert knob.read_text() == str(vmmemory.HOLD_MS)
+        assert "0 -> " in note
+    assert knob.read_text() == "0"
+    with vmmemory.freed_memory_kept(False, knob) as note:
+        assert knob.read_text() == "0" and "left as it is" in note
+    with vmmemory.freed_memory_kept(True, tmp_path / "absent") as note:
+        assert "no free page reporting" in note
 
 
 def assert_tables_are_rectangular(markdown: str) -> None:
