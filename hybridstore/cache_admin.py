@@ -13,7 +13,6 @@ open; a pull that finds its blob gone fetches it again.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
@@ -29,7 +28,7 @@ from .cache import CACHE_HINT
 from .digest import SUPPORTED_ALGORITHMS, Digest
 from .errors import InvalidDigestError, InvalidInputError
 from .fsutil import fsync_dir, storage_error
-from .locking import cannot_lock_here
+from .locking import cannot_lock_here, held_elsewhere
 
 if TYPE_CHECKING:
     from .cache import BlobCache
@@ -348,7 +347,7 @@ def _probe_free(lock_path: Path) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
-        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+        if held_elsewhere(e):
             return False
         if not cannot_lock_here(e):  # where nothing can lock, nobody holds it
             raise

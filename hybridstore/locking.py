@@ -39,6 +39,7 @@ __all__ = [
     "LOCK_TIMEOUT_ENV",
     "FileLock",
     "cannot_lock_here",
+    "held_elsewhere",
     "acquire_visibly",
     "lock_timeout",
 ]
@@ -51,6 +52,12 @@ _CONTENDED: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES})
 # flock errors that mean the filesystem cannot lock at all (some FUSE and NFS mounts).
 _UNSUPPORTED: Final = frozenset({errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK})
 _LOCK_FILE_MODE: Final = 0o644
+
+
+def held_elsewhere(e: OSError) -> bool:
+    """Whether ``e``, from a non-blocking ``flock``, says another holder has the lock
+    (some filesystems report it as ``EACCES``)."""
+    return e.errno in _CONTENDED
 
 
 def cannot_lock_here(e: OSError) -> bool:
@@ -105,7 +112,7 @@ class FileLock:
                 linked = os.fstat(fd).st_nlink > 0
             except BaseException as e:
                 os.close(fd)
-                if isinstance(e, OSError) and e.errno in _CONTENDED:
+                if isinstance(e, OSError) and held_elsewhere(e):
                     return False
                 raise
             if linked:
