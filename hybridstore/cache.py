@@ -486,6 +486,7 @@ class BlobCache:
                 sink, source, lambda e: storage_error(e, "write", sink.path, _cache_hint(e))
             )
             self._publish(sink, final)
+            discard = False  # published, and the ingest file's name is gone already
             return IngestResult(
                 digest, sink.size, final, True, transferred, resumed_from, restarted
             )

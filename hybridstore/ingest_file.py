@@ -163,9 +163,9 @@ def open_partial(path: Path) -> int:
     """
     flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
     try:
+        return os.open(path, flags | os.O_EXCL, 0o644)  # the usual case: no partial yet
+    except FileExistsError:
         st = os.lstat(path)
-    except FileNotFoundError:
-        return os.open(path, flags | os.O_EXCL, 0o644)
     if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
         os.unlink(path)
         return os.open(path, flags | os.O_EXCL, 0o644)
