@@ -48,6 +48,7 @@ from .errors import (
 )
 from .fsutil import storage_error
 from .layout import LAYOUT_VERSION, OCILayout
+from .layout_files import MAX_DOCUMENT_BYTES, MAX_INDEX_BYTES, MAX_LAYOUT_FILE_BYTES
 from .layout_refs import names_of
 from .linking import LinkMode
 from .model import Descriptor, Index, parse_document
@@ -56,8 +57,6 @@ __all__ = ["ImportLimits", "ImportResult", "import_archive"]
 
 log = logging.getLogger("hybridstore.archive")
 
-_MAX_LAYOUT_FILE: Final = 64 << 10
-_MAX_DOCUMENT: Final = 4 << 20  # manifests and indexes walked; the size registries accept
 _IGNORED_FILES: Final = frozenset({"manifest.json", "repositories"})
 _ALGORITHM: Final = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*", re.ASCII)
 
@@ -68,7 +67,7 @@ class ImportLimits:
 
     max_entries: int = 100_000  # tar headers, pax records included
     max_size: int = 256 << 30  # uncompressed tar bytes
-    max_index_bytes: int = 64 << 20  # index.json (the layout's own cap)
+    max_index_bytes: int = MAX_INDEX_BYTES  # index.json (the layout's own cap)
 
 
 @dataclass
@@ -227,7 +226,7 @@ class _Importer:
         for member in reader:
             role = _role(member)
             if role == "layout":
-                _check_layout_file(_read_bounded(reader, member, _MAX_LAYOUT_FILE))
+                _check_layout_file(_read_bounded(reader, member, MAX_LAYOUT_FILE_BYTES))
                 self.layout_seen = True
             elif role == "index":
                 hint = " (raise it with --max-index-size if the archive is genuine)"
@@ -273,9 +272,10 @@ class _Importer:
             self.result.blobs_present += 1
 
     def read_document(self, desc: Descriptor) -> bytes:
-        if desc.size > _MAX_DOCUMENT:
+        if desc.size > MAX_DOCUMENT_BYTES:
             raise InvalidDocumentError(
-                f"{desc.digest} is {desc.size} bytes, over the {_MAX_DOCUMENT}-byte manifest limit"
+                f"{desc.digest} is {desc.size} bytes, "
+                f"over the {MAX_DOCUMENT_BYTES}-byte manifest limit"
             )
         with self.cache.open(desc.digest) as f:
             return f.read(desc.size + 1)
