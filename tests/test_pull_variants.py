@@ -33,9 +33,10 @@ def run_pull(
     *args: str,
     env: dict[str, str],
     stdin: str | None = None,
+    global_args: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*HYBRIDSTORE, "pull", "--json", "--layout", str(layout), *args, ref],
+        [*HYBRIDSTORE, *global_args, "pull", "--json", "--layout", str(layout), *args, ref],
         input=stdin,
         capture_output=True,
         text=True,
@@ -63,6 +64,11 @@ def seed(registry: Registry, builder: LayoutBuilder, repo: str) -> tuple[str, st
     built = builder.image("v1", layers=2)
     push_built(built, registry, f"{repo}:v1")
     return f"{registry.host_port}/{repo}:v1", built.digest
+
+
+def write_docker_config(env: dict[str, str], config: dict[str, object]) -> None:
+    """The ``config.json`` in ``env``'s ``DOCKER_CONFIG``."""
+    (Path(env["DOCKER_CONFIG"]) / "config.json").write_text(json.dumps(config))
 
 
 def assert_pulled(done: subprocess.CompletedProcess[str], digest: str) -> None:
@@ -133,8 +139,7 @@ def test_token_auth_with_docker_config_credentials(
     anon = run_pull(ref, tmp_path / "anon", "--plain-http", env=clean_env)
     assert anon.returncode == 5
     auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-    config = Path(clean_env["DOCKER_CONFIG"]) / "config.json"
-    config.write_text(json.dumps({"auths": {reg.host_port: {"auth": auth}}}))
+    write_docker_config(clean_env, {"auths": {reg.host_port: {"auth": auth}}})
     assert_pulled(run_pull(ref, tmp_path / "l", "--plain-http", env=clean_env), digest)
 
 
@@ -159,8 +164,7 @@ def test_credential_helper_on_path(
         f'printf \'{{"ServerURL":"%s","Username":"{user}","Secret":"{password}"}}\' "$server"\n'
     )
     helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
-    config = Path(clean_env["DOCKER_CONFIG"]) / "config.json"
-    config.write_text(json.dumps({"credHelpers": {reg.host_port: "hstest"}}))
+    write_docker_config(clean_env, {"credHelpers": {reg.host_port: "hstest"}})
     env = dict(clean_env, PATH=f"{bindir}:{clean_env['PATH']}")
     assert_pulled(run_pull(ref, tmp_path / "l", "--plain-http", env=env), digest)
     assert calls.read_text().split() and set(calls.read_text().split()) == {"get"}
@@ -174,8 +178,7 @@ def test_failing_credential_helper_is_an_error_not_a_fallback(
 ) -> None:
     reg = registry_factory(auth="basic")
     ref, _ = seed(reg, oci_builder(), "helper/broken")
-    config = Path(clean_env["DOCKER_CONFIG"]) / "config.json"
-    config.write_text(json.dumps({"credHelpers": {reg.host_port: "does-not-exist"}}))
+    write_docker_config(clean_env, {"credHelpers": {reg.host_port: "does-not-exist"}})
     done = run_pull(ref, tmp_path / "l", "--plain-http", env=clean_env)
     assert done.returncode == 5
     assert "docker-credential-does-not-exist" in done.stderr
@@ -190,7 +193,8 @@ def test_tls_with_ca_file_and_insecure(
 ) -> None:
     reg = registry_factory(tls=True)
     ref, digest = seed(reg, oci_builder(), "tls/app")
-    env = {k: v for k, v in clean_env.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+    # No ambient trust either: the system store is the only other source of CAs.
+    env = {k: v for k, v in clean_env.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
     untrusted = run_pull(ref, tmp_path / "u", env=env)
     assert untrusted.returncode == 6 and "Traceback" not in untrusted.stderr
     assert_pulled(run_pull(ref, tmp_path / "ca", "--ca-file", str(reg.ca_path), env=env), digest)
@@ -207,25 +211,16 @@ def test_debug_output_never_contains_secrets(
     ref, digest = seed(reg, oci_builder(), "secret/app")
     assert reg.credentials is not None and reg.token_server is not None
     user, password = reg.credentials
-    done = subprocess.run(
-        [
-            *HYBRIDSTORE,
-            "--debug",
-            "pull",
-            "--plain-http",
-            "--json",
-            "-u",
-            user,
-            "--password-stdin",
-            "--layout",
-            str(tmp_path / "l"),
-            ref,
-        ],
-        input=password,
-        capture_output=True,
-        text=True,
+    done = run_pull(
+        ref,
+        tmp_path / "l",
+        "--plain-http",
+        "-u",
+        user,
+        "--password-stdin",
         env=clean_env,
-        timeout=120,
+        stdin=password,
+        global_args=("--debug",),
     )
     assert_pulled(done, digest)
     assert "GET" in done.stderr  # debug logging really was on
