@@ -236,14 +236,8 @@ class BlobCache:
         ``ingest`` returns on a cache hit, without lock or source; ``None`` if absent."""
         final = self._file(digest)
         st = self._present(digest, size, final)
-        if st is None:
+        if st is None or not self._record_use(final):  # pruned since the check: fetch it again
             return None
-        try:
-            os.utime(final)
-        except (FileNotFoundError, NotADirectoryError):
-            return None  # pruned between the check and the touch: fetch it again
-        except OSError as e:
-            log.debug("cannot record a use of %s: %s", final, e)
         return IngestResult(digest, st.st_size, Path(final), False, 0, 0)
 
     def _present(self, digest: Digest, size: int | None, path: str) -> os.stat_result | None:
@@ -302,13 +296,19 @@ class BlobCache:
         Best effort: a blob owned by another user cannot be touched, which only
         makes it look older to ``prune``.
         """
-        path = self._file(digest)
+        if not self._record_use(self._file(digest)):
+            raise NotFoundError(f"{digest} is not in the cache at {self.root}")
+
+    @staticmethod
+    def _record_use(path: str | os.PathLike[str]) -> bool:
+        """``touch`` by path; ``False`` if the blob is gone."""
         try:
             os.utime(path)
         except (FileNotFoundError, NotADirectoryError):
-            raise NotFoundError(f"{digest} is not in the cache at {self.root}") from None
+            return False
         except OSError as e:
             log.debug("cannot record a use of %s: %s", path, e)
+        return True
 
     def blobs(self) -> Iterator[tuple[Digest, os.stat_result]]:
         """Every blob file with a valid name under ``blobs/``, in no particular order."""
@@ -415,6 +415,7 @@ class BlobCache:
         true, or at once if another process holds it and not ``wait``. Where locks are
         trusted the file is unlinked while held, so ``locks/`` stays small."""
         lock = FileLock(path)
+        lockable = True
         try:
             if wait:
                 held = acquire_visibly(lock, what, path, log, until=until)
@@ -426,6 +427,8 @@ class BlobCache:
             if not cannot_lock_here(e):
                 raise storage_error(e, "lock", path, _cache_hint(e)) from e
             self._distrust_locks(e)
+            lockable = False
+        if not lockable:  # yielded outside the handler, so the body's errors do not chain to it
             unlink_quietly(path)
             yield True  # nothing to hold: writer-unique temp files keep the cache whole
             return
@@ -531,10 +534,7 @@ class BlobCache:
                 os.link(sink.path, final)
             except FileExistsError:
                 log.debug("%s was published by another process first", sink.digest)
-                try:  # we hand out that inode: record the use, as a cache hit would
-                    os.utime(final)
-                except OSError as e:
-                    log.debug("cannot record a use of %s: %s", final, e)
+                self._record_use(final)  # we hand out that inode, as a cache hit would
             except OSError as e:
                 if e.errno not in _NO_HARDLINKS:
                     raise
