@@ -184,7 +184,7 @@ class Authenticator:
 
     def on_unauthorized(self, response: Response, scope: str) -> str:
         """Answer a 401: the Authorization value to retry the request with."""
-        self._checkorigin_of(response)
+        self._check_origin(response)
         challenges = parse_challenges(response.headers.get("WWW-Authenticate", ""))
         by_scheme = {c.scheme: c for c in reversed(challenges)}  # first of each wins
         sent = response.request_headers.get("Authorization")
@@ -228,7 +228,7 @@ class Authenticator:
             return f"as user {cred.username!r}"
         return "with the stored identity token"
 
-    def _checkorigin_of(self, response: Response) -> None:
+    def _check_origin(self, response: Response) -> None:
         """A 401 is answered only for the registry itself, never for a redirect target
         (CVE-2020-15157: foreign hosts must not harvest our credentials)."""
         got = origin_of(response.url)

@@ -22,7 +22,7 @@ from ..errors import AuthError, NetworkError, NotFoundError, RegistryError
 from .auth import Authenticator
 from .credentials import Credential
 from .http import Body, HTTPClient, Response, TLSError, TransportError
-from .safety import is_local_host, redact_url
+from .safety import host_of, is_local_host, redact_url
 
 __all__ = ["TransportOptions", "RegistryTransport", "new_client", "retry_after_seconds"]
 
@@ -51,10 +51,6 @@ class TransportOptions:
         if self.insecure:
             return False
         return self.ca_file or True
-
-
-def _hostname(netloc: str) -> str:
-    return urlsplit(f"//{netloc}").hostname or netloc
 
 
 def new_client(options: TransportOptions) -> HTTPClient:
@@ -112,7 +108,7 @@ class RegistryTransport:
         use_http = options.plain_http if plain_http is None else plain_http
         self.scheme = "http" if use_http else "https"
         self.base = f"{self.scheme}://{registry}"
-        self.local = is_local_host(_hostname(registry))
+        self.local = is_local_host(host_of(registry))
         self.auth = Authenticator(
             self.client,
             registry,
