@@ -224,10 +224,9 @@ class BlobCache:
     def exists(self, digest: Digest, size: int | None = None) -> bool:
         """Whether the blob is present (with ``size``, if given): one ``lstat``.
 
-        A file of the wrong size is re-hashed to find out who is wrong: if the
-        file is corrupt it is moved to ``quarantine/`` (layouts keep their
-        links); if the caller's size is wrong the file is left alone. Either
-        way the answer is ``False``.
+        A file of the wrong size is re-hashed to find out who is wrong: a corrupt
+        file is moved to ``quarantine/`` (layouts keep their links), one the
+        caller has the wrong size for is left alone. Either way: ``False``.
         """
         return self._present(digest, size, self._file(digest)) is not None
 
@@ -362,9 +361,9 @@ class BlobCache:
         """``ingest``, unless another process is fetching ``digest`` right now: then
         ``None`` at once, without waiting and without calling ``source``.
 
-        For schedulers (``transfer.copy_graph``): do the blobs nobody else is
-        fetching first, then ``ingest`` the deferred ones, which by then are
-        usually cache hits. Raises what ``ingest`` raises.
+        For schedulers that have just looked for the blob (so this goes straight
+        for the lock, under which a copy published meanwhile is still found): do
+        the blobs nobody else is fetching first, then ``ingest`` the deferred ones.
         """
         return self._ingest(digest, size, source, wait=False)
 
@@ -375,9 +374,10 @@ class BlobCache:
         if size is not None and size < 0:
             raise InvalidInputError(f"{digest}: size must not be negative, got {size}")
         while True:
-            hit = self.hit(digest, size)  # also after a wait that ended with the blob published
-            if hit is not None:
-                return hit
+            if wait:  # also after a wait that ended with the blob published
+                hit = self.hit(digest, size)
+                if hit is not None:
+                    return hit
             self._prepare()
             published = functools.partial(self._published, final, size)
             with self._digest_lock(digest, until=published, wait=wait) as held:
@@ -488,7 +488,7 @@ class BlobCache:
             transferred, resumed_from, restarted = fill(
                 sink, source, lambda e: storage_error(e, "write", sink.path, _cache_hint(e))
             )
-            self._publish(sink, final)
+            self._publish(sink, final, written_now=transferred > 0)
             discard = False  # published, and the ingest file's name is gone already
             return IngestResult(
                 digest, sink.size, final, True, transferred, resumed_from, restarted
@@ -522,12 +522,13 @@ class BlobCache:
             self._alg_dirs[key] = parent  # never removed: no need to look again
         return parent
 
-    def _publish(self, sink: IngestFile, final: Path) -> None:
+    def _publish(self, sink: IngestFile, final: Path, *, written_now: bool) -> None:
         """Make the verified ingest file visible as ``final``: link, never replace."""
         try:
             sink.flush()
             os.fchmod(sink.fd, 0o444)
-            os.utime(sink.fd)  # "last used" starts now, also for a partial finished long ago
+            if not written_now:  # a partial finished long ago: "last used" starts now
+                os.utime(sink.fd)
             os.fsync(sink.fd)
             parent = self._alg_dir(final)
             try:

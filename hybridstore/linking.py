@@ -305,9 +305,11 @@ class Linker:
         names come from the same digest); the caller verifies if it must.
         """
         src, dst = _as_path(src), _as_path(dst)
-        if _is_regular(dst):
-            return None
         decided = self.decided
+        # A hard link finds a file already at dst by EEXIST; look first only where a clone
+        # or copy would otherwise be written and thrown away (one lstat less per blob).
+        if decided is not LinkMode.HARDLINK and _is_regular(dst):
+            return None
         if decided is not None:
             return self._run(decided, src, dst, explicit=self.requested is not LinkMode.AUTO)
         with self._lock:  # first blob(s) of an auto pair: probe in order, once

@@ -206,6 +206,22 @@ def test_ingest_stream_seekable_resumes_from_partial(tmp_path: Path) -> None:
     assert r.path.read_bytes() == data
 
 
+def test_a_complete_partial_left_long_ago_is_published_as_used_now(tmp_path: Path) -> None:
+    """Nothing is written to it, so only an explicit utime keeps prune from taking it as unused."""
+    cache = BlobCache(tmp_path)
+    data = b"finished by a writer killed before it published"
+    d = Digest.of_bytes(data)
+    cache._prepare()
+    partial = cache.partial_path(d)
+    partial.write_bytes(data)
+    os.utime(partial, (1_000_000, 1_000_000))
+    source = RecordingSource(data)
+    r = cache.ingest(d, len(data), source)
+    assert source.calls == [] and r.bytes_transferred == 0 and r.resumed_from == len(data)
+    assert r.path.read_bytes() == data
+    assert r.path.stat().st_mtime > 1_000_000
+
+
 def test_exists_checks_size_and_sets_corrupt_files_aside(tmp_path: Path) -> None:
     cache = BlobCache(tmp_path)
     data = b"good content"

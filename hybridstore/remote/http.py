@@ -307,7 +307,8 @@ class HTTPClient:
             while idle:
                 conn = idle.pop()
                 if conn.sock is not None and not _dropped(conn.sock):
-                    conn.sock.settimeout(timeout)
+                    if conn.sock.gettimeout() != timeout:  # settimeout is an ioctl each time
+                        conn.sock.settimeout(timeout)
                     return conn, True
                 conn.close()
         return self._connect(key, timeout), False
