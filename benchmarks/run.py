@@ -36,6 +36,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from measure import (  # noqa: E402
+    EXT4_WITHOUT_JOURNAL,
     TIME,
     RunFailed,
     child_env,
@@ -322,6 +323,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             ctx = Context(registry.host_port, sys.executable, str(hybridstore), HERE, scripts)
             info = machine_info(work, REPO)
+            if EXT4_WITHOUT_JOURNAL in info["filesystem"]:
+                log(
+                    f"note: the work dir is on ext4 {EXT4_WITHOUT_JOURNAL}: there every row's "
+                    "file creation slows after the previous run's deletions (see "
+                    "benchmarks/README.md); --workdir on a journaled filesystem avoids it"
+                )
             info["registry address"] = f"{registry.host_port} (plain HTTP, storage in {work})"
             with freed_memory_kept(not args.allow_page_reporting) as memory:
                 info["VM memory"] = memory

@@ -6,6 +6,7 @@ request count holds: timing is never asserted (issue 8).
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -78,18 +79,17 @@ def test_harness_writes_the_report_and_counts_one_get_per_blob(tmp_path: Path) -
     assert not list(tmp_path.glob("hybridstore-bench-*")), "work directory left behind"
 
 
-def _vmmemory() -> ModuleType:
-    """benchmarks/vmmemory.py, which is not a package module."""
+def _bench_module(name: str) -> ModuleType:
+    """A module of benchmarks/, which is not a package."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
-        import vmmemory
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
-    return vmmemory
 
 
 def test_freed_memory_is_held_for_the_run_and_the_setting_restored(tmp_path: Path) -> None:
-    vmmemory = _vmmemory()
+    vmmemory = _bench_module("vmmemory")
     knob = tmp_path / "min_free_ms"
     knob.write_text("0\n")
     with vmmemory.freed_memory_kept(True, knob) as note:
@@ -113,3 +113,17 @@ def assert_tables_are_rectangular(markdown: str) -> None:
         if width is None:
             width = cells
         assert cells == width, line
+
+
+def test_an_ext4_without_a_journal_is_named_in_the_report(tmp_path: Path) -> None:
+    """The work dir's filesystem line says so: there file creation after deletions is slow."""
+    measure = _bench_module("measure")
+    sysfs = tmp_path / "ext4"
+    (sysfs / "vda").mkdir(parents=True)
+    (sysfs / "vda" / "journal_task").write_text("<none>\n")
+    (sysfs / "loop0").mkdir()
+    (sysfs / "loop0" / "journal_task").write_text("5529\n")
+    assert measure.ext4_journal("/dev/vda", sysfs) is False
+    assert measure.ext4_journal("/dev/loop0", sysfs) is True
+    assert measure.ext4_journal("/dev/sdz", sysfs) is None  # not an ext4 sysfs knows
+    assert measure.EXT4_WITHOUT_JOURNAL not in measure.filesystem(tmp_path, tmp_path / "none")
