@@ -260,7 +260,7 @@ def _cpu_model() -> str:
     return m.group(1).strip() if m else platform.processor() or "?"
 
 
-#: On ext4 without a journal the kernel skips inodes freed in the last 30 s when it
+#: On ext4 without a journal the kernel skips inodes freed in the last minute when it
 #: allocates one, looking each up as it goes: file creation soon after deletions
 #: (the prepare step deletes the previous run) costs every tool CPU per file.
 EXT4_WITHOUT_JOURNAL: Final = "without a journal"
