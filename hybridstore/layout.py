@@ -495,14 +495,18 @@ class OCILayout:
         alg, enc = digest.path_components()
         if alg not in self._alg_dirs:
             self._blob_root(alg)
-        st = self._file_stat(alg, enc)
+        dst = Path(f"{self._blobs}/{alg}/{enc}")
+        mode = self.linker.materialize(src, dst)  # a free name (the usual case): no lstat first
+        if mode is not None:
+            return mode
+        st = self._file_stat(alg, enc)  # a file was there: is it whole?
+        if st is not None and st.st_size == size:
+            return None
         if st is not None:
-            if st.st_size == size:
-                return None
             log.warning("replacing %s in %s: it has the wrong size", digest, self.root)
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(f"{self._blobs}/{alg}/{enc}")
-        return self.linker.materialize(src, Path(f"{self._blobs}/{alg}/{enc}"))
+                os.unlink(dst)
+        return self.linker.materialize(src, dst)
 
     # -- graph -------------------------------------------------------------------------------
 

@@ -264,6 +264,12 @@ def test_link_blob_takes_a_found_cache_file_and_reports_one_pruned_since(tmp_pat
     assert layout.exists(Descriptor("application/octet-stream", d, len(data)))
     assert layout.link_blob(hit.path, d, len(data)) is None  # already here
 
+    torn = tmp_path / "layout" / "blobs" / "sha256" / d.encoded
+    torn.unlink()
+    torn.write_bytes(data[:5])  # a layout blob of the wrong size is replaced, not kept
+    assert layout.link_blob(hit.path, d, len(data)) is not None
+    assert torn.read_bytes() == data
+
     gone = b"pruned before it was linked"
     g = Digest.of_bytes(gone)
     path = cache.ingest_bytes(g, gone).path
