@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from .remote.credentials import Credential
 from .remote.repository import DEFAULT_MANIFEST_LIMIT
 from .remote.transport import TransportOptions
 from .remote.upload import UploadOptions
-from .transfer import CopyOptions, CopyResult, copy_graph
+from .transfer import CopyOptions, CopyResult, blob_pool, copy_graph
 
 __all__ = ["Copier", "copy", "copy_options"]
 
@@ -95,7 +94,7 @@ class Copier:
         self.upload = upload
         self.manifest_limit = manifest_limit
         self.progress = progress
-        self.pool = ThreadPoolExecutor(max_workers=max(1, options.concurrency))
+        self.pool = blob_pool(options.concurrency)
 
     def __enter__(self) -> Copier:
         return self

@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from .remote.clients import RegistryClients
 from .remote.credentials import Credential
 from .remote.repository import DEFAULT_MANIFEST_LIMIT
 from .remote.transport import TransportOptions
-from .transfer import CopyOptions, CopyResult, Progress, pull_graph
+from .transfer import CopyOptions, CopyResult, Progress, blob_pool, pull_graph
 
 log = logging.getLogger("hybridstore.pull")
 
@@ -101,7 +100,7 @@ def pull_many(
             new_dir = None
         target = _target(layout, cache, link_mode)
         try:
-            with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            with blob_pool(concurrency) as pool:
                 return [
                     pull_graph(repo, ref, target.cache, target.layout, options, progress, pool)
                     for repo, ref in zip(repos, parsed, strict=True)

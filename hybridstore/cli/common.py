@@ -12,7 +12,7 @@ import click
 
 from ..errors import HybridstoreError
 
-__all__ = ["GlobalOptions", "emit_json", "fail", "run_cli", "pass_options"]
+__all__ = ["GlobalOptions", "concurrency_option", "emit_json", "fail", "run_cli", "pass_options"]
 
 
 @dataclass
@@ -23,6 +23,17 @@ class GlobalOptions:
 
 
 pass_options = click.make_pass_decorator(GlobalOptions, ensure=True)
+
+# The numbers are transfer.SMALL_BLOB and SMALL_BLOB_FANOUT (not imported: every command
+# loads this module, and transfer is a pull's whole engine).
+concurrency_option = click.option(
+    "--concurrency",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Blobs transferred at once; blobs under 256 KiB, which wait on round trips "
+    "rather than bandwidth, up to 4x as many.",
+)
 
 
 def emit_json(obj: Any) -> None:

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .common import GlobalOptions, emit_json, pass_options
+from .common import GlobalOptions, concurrency_option, emit_json, pass_options
 from .remote_options import credential_from, registry_options, transport_from
 
 __all__ = ["copy", "transfer_options", "upload_options", "run_with_progress", "print_results"]
@@ -52,7 +52,7 @@ def transfer_options(f: F) -> F:
                 metavar="ARTIFACT_TYPE",
                 help="With --include-referrers: only these artifact types (repeatable).",
             ),
-            click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64)),
+            concurrency_option,
             click.option(
                 "--include-nondistributable",
                 is_flag=True,

@@ -10,7 +10,7 @@ import click
 
 from ..model import Descriptor
 from ..transfer import BlobOutcome, Progress
-from .common import GlobalOptions, emit_json, pass_options
+from .common import GlobalOptions, concurrency_option, emit_json, pass_options
 from .remote_options import credential_from, registry_options, transport_from
 
 __all__ = ["pull"]
@@ -75,7 +75,7 @@ class RichProgress(Progress):
     help="Platform to pull from an image index (repeatable; default: this host's).",
 )
 @click.option("--all-platforms", is_flag=True, help="Pull every manifest of an index.")
-@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64))
+@concurrency_option
 @click.option("--ref-name", help="Name to record in index.json (default: the full reference).")
 @click.option(
     "--link-mode",

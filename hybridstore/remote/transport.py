@@ -40,7 +40,7 @@ class TransportOptions:
     insecure: bool = False
     ca_file: str | None = None
     timeout: float = 30.0
-    pool_size: int = 16
+    pool_size: int = 32  # idle connections kept per registry: as many as small blobs in flight
     max_retries: int = 5
     retry_base: float = 0.25
     retry_cap: float = 10.0
