@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from .blob_pools import BlobPools
 from .cache import BlobCache
 from .endpoints.base import Destination, Progress, Source
 from .endpoints.layout import LayoutDestination, LayoutSource
@@ -41,7 +42,7 @@ from .remote.credentials import Credential
 from .remote.repository import DEFAULT_MANIFEST_LIMIT
 from .remote.transport import TransportOptions
 from .remote.upload import UploadOptions
-from .transfer import CopyOptions, CopyResult, blob_pool, copy_graph
+from .transfer import CopyOptions, CopyResult, copy_graph
 
 __all__ = ["Copier", "copy", "copy_options"]
 
@@ -73,7 +74,7 @@ class _Opened:
 
 
 class Copier:
-    """Shared state of one command's copies: connections, cache, worker pool."""
+    """Shared state of one command's copies: connections, cache, worker pools."""
 
     def __init__(
         self,
@@ -94,7 +95,7 @@ class Copier:
         self.upload = upload
         self.manifest_limit = manifest_limit
         self.progress = progress
-        self.pool = blob_pool(options.concurrency)
+        self.pools = BlobPools(options.concurrency)
 
     def __enter__(self) -> Copier:
         return self
@@ -108,7 +109,7 @@ class Copier:
         self.close()
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True)
+        self.pools.shutdown(wait=True)
         self.clients.close()
 
     def copy(self, src: Location, dst: Location) -> CopyResult:
@@ -136,7 +137,7 @@ class Copier:
             destination,
             self.options,
             self.progress,
-            self.pool,
+            self.pools,
             reference=opened.display,
         )
 

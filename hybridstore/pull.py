@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .blob_pools import BlobPools
 from .cache import BlobCache
 from .errors import HybridstoreError
 from .layout import OCILayout
@@ -28,7 +29,7 @@ from .remote.clients import RegistryClients
 from .remote.credentials import Credential
 from .remote.repository import DEFAULT_MANIFEST_LIMIT
 from .remote.transport import TransportOptions
-from .transfer import CopyOptions, CopyResult, Progress, blob_pool, pull_graph
+from .transfer import CopyOptions, CopyResult, Progress, pull_graph
 
 log = logging.getLogger("hybridstore.pull")
 
@@ -75,7 +76,7 @@ def pull_many(
 ) -> list[PullResult]:
     """Pull each reference into ``layout`` through the shared ``cache``.
 
-    All references share one connection pool and one worker pool. ``ref_name``
+    All references share one connection pool and one set of worker pools. ``ref_name``
     only makes sense with a single reference. ``include_referrers`` also pulls
     what is attached to the content through ``subject`` (signatures, SBOMs),
     optionally only of ``referrer_types``.
@@ -100,9 +101,9 @@ def pull_many(
             new_dir = None
         target = _target(layout, cache, link_mode)
         try:
-            with blob_pool(concurrency) as pool:
+            with BlobPools(concurrency) as pools:
                 return [
-                    pull_graph(repo, ref, target.cache, target.layout, options, progress, pool)
+                    pull_graph(repo, ref, target.cache, target.layout, options, progress, pools)
                     for repo, ref in zip(repos, parsed, strict=True)
                 ]
         except BaseException:

@@ -19,14 +19,13 @@ then becomes the target itself (as ``oras copy --platform`` does).
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from . import mediatypes as mt
+from .blob_pools import BlobPools, gather
 from .cache import BlobCache
 from .endpoints.base import BlobOutcome, Destination, Progress, SchedulingDestination, Source
 from .endpoints.layout import LayoutDestination
@@ -44,7 +43,6 @@ __all__ = [
     "Progress",
     "PullOptions",
     "PullResult",
-    "blob_pool",
     "copy_graph",
     "pull_graph",
     "select_platforms",
@@ -52,15 +50,7 @@ __all__ = [
 
 log = logging.getLogger("hybridstore.transfer")
 
-T = TypeVar("T")
-
 _MAX_REFERRER_DOCUMENTS = 10_000  # a bound on attached content, against loops and floods
-#: Blobs under this size wait on round trips, not bandwidth: up to SMALL_BLOB_FANOUT x
-#: ``concurrency`` of them are in flight (500 x 1 KiB from a loopback registry: 1.09 s with
-#: 8 in flight, 0.93 s with 32), larger ones at most ``concurrency`` (32 x 16 MiB with 32
-#: in flight: no faster, and 80-104 MiB RSS instead of 48).
-SMALL_BLOB = 256 * 1024
-SMALL_BLOB_FANOUT = 4
 
 
 @dataclass(frozen=True)
@@ -78,12 +68,6 @@ class CopyOptions:
 
 
 PullOptions = CopyOptions
-
-
-def blob_pool(concurrency: int) -> ThreadPoolExecutor:
-    """The worker pool for ``copy_graph``: wide enough for its small blobs (see
-    ``SMALL_BLOB``); large ones are held to ``concurrency`` at once there."""
-    return ThreadPoolExecutor(max_workers=max(1, concurrency) * SMALL_BLOB_FANOUT)
 
 
 @dataclass
@@ -158,7 +142,7 @@ def pull_graph(
     layout: OCILayout,
     options: CopyOptions,
     progress: Progress | None = None,
-    pool: ThreadPoolExecutor | None = None,
+    pools: BlobPools | None = None,
 ) -> CopyResult:
     """Pull ``ref`` from ``repo`` into ``layout`` through ``cache``; tag it last."""
     dst = LayoutDestination(layout, cache, options.ref_name or str(ref))
@@ -168,7 +152,7 @@ def pull_graph(
         dst,
         options,
         progress,
-        pool,
+        pools,
         reference=str(ref),
     )
 
@@ -194,7 +178,7 @@ def copy_graph(
     dst: Destination,
     options: CopyOptions,
     progress: Progress | None = None,
-    pool: ThreadPoolExecutor | None = None,
+    pools: BlobPools | None = None,
     *,
     reference: str | None = None,
 ) -> CopyResult:
@@ -215,15 +199,13 @@ def copy_graph(
         root.media_type,
         root.size,
     )
-    gate = _SizeGate(options.concurrency)
-    own_pool = pool is None
-    pool = pool or blob_pool(options.concurrency)
+    own_pools = pools is None
+    pools = pools or BlobPools(options.concurrency)
     try:
-        blobs = list(plan.blobs.values())
-        result.blobs.extend(_put_blobs(src, dst, blobs, progress, pool, gate))
+        result.blobs.extend(_put_blobs(src, dst, list(plan.blobs.values()), progress, pools))
     finally:
-        if own_pool:
-            pool.shutdown(wait=True)
+        if own_pools:
+            pools.shutdown(wait=True)
     # Children before parents, so every stored document is complete; referrers
     # before the root, whose naming is the last step.
     head, *children = plan.documents
@@ -238,53 +220,32 @@ def copy_graph(
     return result
 
 
-class _SizeGate:
-    """Lets a small blob's put run at once and a large one only in one of
-    ``concurrency`` slots (see ``SMALL_BLOB``)."""
-
-    def __init__(self, concurrency: int) -> None:
-        self._slots = threading.BoundedSemaphore(max(1, concurrency))
-
-    def put(
-        self,
-        put: Callable[[Descriptor, Source, Progress], T],
-        desc: Descriptor,
-        src: Source,
-        progress: Progress,
-    ) -> T:
-        if desc.size < SMALL_BLOB:
-            return put(desc, src, progress)
-        with self._slots:
-            return put(desc, src, progress)
-
-
 def _put_blobs(
     src: Source,
     dst: Destination,
     blobs: list[Descriptor],
     progress: Progress,
-    pool: ThreadPoolExecutor,
-    gate: _SizeGate,
+    pools: BlobPools,
 ) -> list[BlobOutcome]:
     """Put every blob at ``dst``; the outcomes in ``blobs`` order.
 
     A ``SchedulingDestination`` (a layout) gets three passes. Blobs this
     machine already has are placed inline, so a warm pull starts no worker
-    thread. The rest go to the pool with ``try_put_blob``, which defers a blob
+    thread. The rest go to the pools with ``try_put_blob``, which defers a blob
     another process is fetching right now instead of queueing on its lock:
     eight processes pulling one image spread over its blobs rather than all
     waiting for the first. Last, the deferred blobs are waited for; most are
     cache hits by then. Each blob still crosses the network once per machine.
     """
     if not isinstance(dst, SchedulingDestination):
-        return list(pool.map(lambda d: gate.put(dst.put_blob, d, src, progress), blobs))
+        return gather([pools.submit(dst.put_blob, d, src, progress) for d in blobs])
     outcomes: list[BlobOutcome | None] = [None] * len(blobs)
     tried: list[tuple[int, Future[BlobOutcome | None]]] = []
     try:
         for i, desc in enumerate(blobs):
             outcomes[i] = dst.put_local(desc, progress)
             if outcomes[i] is None:
-                tried.append((i, pool.submit(gate.put, dst.try_put_blob, desc, src, progress)))
+                tried.append((i, pools.submit(dst.try_put_blob, desc, src, progress)))
         for i, future in tried:
             outcomes[i] = future.result()
     except BaseException:
@@ -296,7 +257,7 @@ def _put_blobs(
         log.debug(
             "%d blob(s) were being fetched by another process; waiting for them", len(deferred)
         )
-    waited = pool.map(lambda i: gate.put(dst.put_blob, blobs[i], src, progress), deferred)
+    waited = gather([pools.submit(dst.put_blob, blobs[i], src, progress) for i in deferred])
     for i, outcome in zip(deferred, waited, strict=True):
         outcomes[i] = outcome
     done = [o for o in outcomes if o is not None]

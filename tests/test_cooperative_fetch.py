@@ -7,7 +7,7 @@ import logging
 import subprocess
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from support.oci_builder import LayoutBuilder, push_built
 from support.registry import Registry
 from test_cache_support import RecordingSource, expect_line, reap, spawn, tell
 
+from hybridstore.blob_pools import BlobPools
 from hybridstore.cache import BlobCache, IngestResult
 from hybridstore.digest import Digest
 from hybridstore.endpoints.base import BlobOutcome, Progress
@@ -165,14 +166,14 @@ def test_a_pull_fetches_what_nobody_else_is_fetching_first(
     assert result.fetched == 3 and OCILayout.open(tmp_path / "dest").verify().ok
 
 
-class _CountingPool(ThreadPoolExecutor):
+class _CountingPools(BlobPools):
     def __init__(self) -> None:
-        super().__init__(max_workers=4)
+        super().__init__(4)
         self.submitted = 0
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+    def submit(self, put: Callable[..., Any], desc: Descriptor, *args: Any) -> Future[Any]:
         self.submitted += 1
-        return super().submit(fn, *args, **kwargs)
+        return super().submit(put, desc, *args)
 
 
 def test_a_warm_pull_places_every_blob_without_worker_threads(
@@ -189,16 +190,16 @@ def test_a_warm_pull_places_every_blob_without_worker_threads(
     assert cache.unsynced_dirs == frozenset()  # the pull made its cache entries durable
 
     clients = RegistryClients(PLAIN, None)
-    pool = _CountingPool()
+    pools = _CountingPools()
     try:
         parsed = Reference.parse(ref)
         layout = OCILayout.create(tmp_path / "second", cache=cache)
         result = pull_graph(
-            clients.repository(parsed), parsed, cache, layout, CopyOptions(), pool=pool
+            clients.repository(parsed), parsed, cache, layout, CopyOptions(), pools=pools
         )
     finally:
-        pool.shutdown()
+        pools.shutdown()
         clients.close()
-    assert pool.submitted == 0
+    assert pools.submitted == 0
     assert result.fetched == 0 and {b.action for b in result.blobs} == {"linked"}
     assert OCILayout.open(tmp_path / "second").verify().ok

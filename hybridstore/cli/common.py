@@ -24,8 +24,8 @@ class GlobalOptions:
 
 pass_options = click.make_pass_decorator(GlobalOptions, ensure=True)
 
-# The numbers are transfer.SMALL_BLOB and SMALL_BLOB_FANOUT (not imported: every command
-# loads this module, and transfer is a pull's whole engine).
+# The numbers are blob_pools.SMALL_BLOB and SMALL_BLOB_FANOUT (not imported: every command
+# loads this module, and that one imports the document model).
 concurrency_option = click.option(
     "--concurrency",
     default=8,
