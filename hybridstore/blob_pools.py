@@ -31,8 +31,8 @@ class BlobPools:
 
     def __init__(self, concurrency: int) -> None:
         workers = max(1, concurrency)
-        self._large = ThreadPoolExecutor(workers, thread_name_prefix="blob")
-        self._small = ThreadPoolExecutor(workers * SMALL_BLOB_FANOUT, "small-blob")
+        self._large = ThreadPoolExecutor(workers, thread_name_prefix="blob-l")
+        self._small = ThreadPoolExecutor(workers * SMALL_BLOB_FANOUT, thread_name_prefix="blob-s")
 
     def submit(self, put: Callable[..., T], desc: Descriptor, *args: Any) -> Future[T]:
         """``put(desc, *args)`` on a worker for ``desc.size``."""
