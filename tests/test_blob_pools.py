@@ -6,9 +6,11 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future
 
+import click
 import pytest
 
 from hybridstore.blob_pools import SMALL_BLOB, SMALL_BLOB_FANOUT, BlobPools, gather
+from hybridstore.cli.common import concurrency_option
 from hybridstore.digest import Digest
 from hybridstore.model import Descriptor
 
@@ -59,3 +61,11 @@ def test_gather_cancels_what_has_not_started_after_an_error() -> None:
             gather([*futures, queued])
         release.set()
     assert queued.cancelled()
+
+
+def test_the_concurrency_help_states_these_numbers() -> None:
+    """The CLI spells them out rather than import this module (see cli/common.py)."""
+    command = click.command()(concurrency_option(lambda concurrency: None))
+    (option,) = command.params
+    assert isinstance(option, click.Option) and option.help is not None
+    assert f"{SMALL_BLOB // 1024} KiB" in option.help and f"{SMALL_BLOB_FANOUT}x" in option.help
