@@ -45,6 +45,28 @@ def run_pull(
     )
 
 
+def run_pull_as(
+    user: str,
+    password: str,
+    ref: str,
+    layout: Path,
+    env: dict[str, str],
+    global_args: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess[str]:
+    """``run_pull`` over plain HTTP with ``-u USER --password-stdin``, ``password`` as stdin."""
+    return run_pull(
+        ref,
+        layout,
+        "--plain-http",
+        "-u",
+        user,
+        "--password-stdin",
+        env=env,
+        stdin=password,
+        global_args=global_args,
+    )
+
+
 @pytest.fixture
 def clean_env(tmp_path: Path) -> dict[str, str]:
     """No ambient credentials: an empty DOCKER_CONFIG and REGISTRY_AUTH_FILE."""
@@ -89,27 +111,9 @@ def test_basic_auth_with_password_stdin(
     anon = run_pull(ref, tmp_path / "anon", "--plain-http", env=clean_env)
     assert anon.returncode == 5 and "hybridstore login" in anon.stderr
     assert anon.stderr.count("\n") == 1
-    done = run_pull(
-        ref,
-        tmp_path / "l",
-        "--plain-http",
-        "-u",
-        user,
-        "--password-stdin",
-        env=clean_env,
-        stdin=password + "\n",
-    )
+    done = run_pull_as(user, password + "\n", ref, tmp_path / "l", clean_env)
     assert_pulled(done, digest)
-    wrong = run_pull(
-        ref,
-        tmp_path / "w",
-        "--plain-http",
-        "-u",
-        user,
-        "--password-stdin",
-        env=clean_env,
-        stdin="not-the-password\n",
-    )
+    wrong = run_pull_as(user, "not-the-password\n", ref, tmp_path / "w", clean_env)
     assert wrong.returncode == 5 and "not-the-password" not in wrong.stderr
 
 
@@ -211,17 +215,7 @@ def test_debug_output_never_contains_secrets(
     ref, digest = seed(reg, oci_builder(), "secret/app")
     assert reg.credentials is not None and reg.token_server is not None
     user, password = reg.credentials
-    done = run_pull(
-        ref,
-        tmp_path / "l",
-        "--plain-http",
-        "-u",
-        user,
-        "--password-stdin",
-        env=clean_env,
-        stdin=password,
-        global_args=("--debug",),
-    )
+    done = run_pull_as(user, password, ref, tmp_path / "l", clean_env, global_args=("--debug",))
     assert_pulled(done, digest)
     assert "GET" in done.stderr  # debug logging really was on
     basic = base64.b64encode(f"{user}:{password}".encode()).decode()
