@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from hybridstore.cache import CHUNK_SIZE, BlobCache
-from hybridstore.digest import Digest
+from hybridstore.oci.digest import Digest
+from hybridstore.store.cache import CHUNK_SIZE, BlobCache
 
 
 def make_source(path: Path, size: int) -> Digest:

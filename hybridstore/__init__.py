@@ -14,10 +14,10 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "pull_many": "hybridstore.pull",
-    "BlobCache": "hybridstore.cache",
-    "OCILayout": "hybridstore.layout",
-    "Reference": "hybridstore.reference",
-    "Digest": "hybridstore.digest",
+    "BlobCache": "hybridstore.store.cache",
+    "OCILayout": "hybridstore.store.layout",
+    "Reference": "hybridstore.oci.reference",
+    "Digest": "hybridstore.oci.digest",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -26,23 +26,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from .blob_pools import BlobPools
-from .cache import BlobCache
-from .endpoints.base import Destination, Progress, Source
-from .endpoints.layout import LayoutDestination, LayoutSource
-from .endpoints.open import sole_ref
-from .endpoints.registry import RegistryDestination, RegistrySource
-from .errors import InvalidInputError
-from .layout import OCILayout
-from .linking import LinkMode
-from .locator import Location, parse_location
-from .model import Platform
-from .remote.clients import RegistryClients
-from .remote.credentials import Credential
-from .remote.repository import DEFAULT_MANIFEST_LIMIT
-from .remote.transport import TransportOptions
-from .remote.upload import UploadOptions
-from .transfer import CopyOptions, CopyResult, copy_graph
+from hybridstore.errors import InvalidInputError
+from hybridstore.oci.model import Platform
+from hybridstore.remote.clients import RegistryClients
+from hybridstore.remote.credentials import Credential
+from hybridstore.remote.repository import DEFAULT_MANIFEST_LIMIT
+from hybridstore.remote.transport import TransportOptions
+from hybridstore.remote.upload import UploadOptions
+from hybridstore.store.cache import BlobCache
+from hybridstore.store.layout import OCILayout
+from hybridstore.store.linking import LinkMode
+from hybridstore.transfer.endpoint import Destination, Progress, Source
+from hybridstore.transfer.engine import CopyOptions, CopyResult, copy_graph
+from hybridstore.transfer.layout_endpoint import LayoutDestination, LayoutSource
+from hybridstore.transfer.locator import Location, parse_location
+from hybridstore.transfer.open import sole_ref
+from hybridstore.transfer.pools import BlobPools
+from hybridstore.transfer.registry_endpoint import RegistryDestination, RegistrySource
 
 __all__ = ["Copier", "copy", "copy_options"]
 
@@ -124,7 +124,7 @@ class Copier:
             name = dst.name or opened.display
             destination = LayoutDestination(layout, self.cache, name, partial=False)
             result = self._run(opened, destination)
-            from .archive import export_to_path
+            from hybridstore.archive.export import export_to_path
 
             export_to_path(OCILayout.open(staging), dst.path)
             return result
@@ -161,7 +161,7 @@ class Copier:
         if loc.kind == "archive":
             if stack is None:
                 raise InvalidInputError(f"{loc}: an archive source needs a staging area")
-            from .archive_import import import_archive
+            from hybridstore.archive.importer import import_archive
 
             path = self._staging(stack, "import")
             import_archive(loc.path, path, cache=self.cache, link_mode=self.link_mode)

@@ -29,19 +29,26 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .cache import CHUNK_SIZE, BlobCache
-from .digest import DigestVerifier
-from .endpoints.base import Progress, Source
-from .endpoints.open import open_source
-from .errors import InvalidDocumentError, NotFoundError, UnsafePathError
-from .helm import CONFIG_LIMIT, ChartInfo, chart_info, chart_layers, is_chart
-from .model import ANNOTATION_TITLE, Descriptor, Index, Manifest, Platform, parse_document
-from .remote.credentials import Credential
-from .remote.repository import DEFAULT_MANIFEST_LIMIT
-from .remote.transport import TransportOptions
-from .safepath import ConfinedDir, check_relative_path
-from .transfer import select_platforms
-from .untar import UntarLimits, untar
+from hybridstore.archive.untar import UntarLimits, untar
+from hybridstore.errors import InvalidDocumentError, NotFoundError, UnsafePathError
+from hybridstore.fs.safepath import ConfinedDir, check_relative_path
+from hybridstore.oci.digest import DigestVerifier
+from hybridstore.oci.helm import CONFIG_LIMIT, ChartInfo, chart_info, chart_layers, is_chart
+from hybridstore.oci.model import (
+    ANNOTATION_TITLE,
+    Descriptor,
+    Index,
+    Manifest,
+    Platform,
+    parse_document,
+)
+from hybridstore.remote.credentials import Credential
+from hybridstore.remote.repository import DEFAULT_MANIFEST_LIMIT
+from hybridstore.remote.transport import TransportOptions
+from hybridstore.store.cache import CHUNK_SIZE, BlobCache
+from hybridstore.transfer.endpoint import Progress, Source
+from hybridstore.transfer.engine import select_platforms
+from hybridstore.transfer.open import open_source
 
 __all__ = ["ExtractResult", "ExtractedFile", "extract"]
 

@@ -14,14 +14,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .endpoints.open import open_source
-from .errors import InvalidInputError
-from .helm import CONFIG_LIMIT, ChartInfo, chart_info, is_chart
-from .model import Descriptor, Index, Manifest, Platform, parse_document
-from .remote.credentials import Credential
-from .remote.repository import DEFAULT_MANIFEST_LIMIT
-from .remote.transport import TransportOptions
-from .transfer import select_platforms
+from hybridstore.errors import InvalidInputError
+from hybridstore.oci.helm import CONFIG_LIMIT, ChartInfo, chart_info, is_chart
+from hybridstore.oci.model import Descriptor, Index, Manifest, Platform, parse_document
+from hybridstore.remote.credentials import Credential
+from hybridstore.remote.repository import DEFAULT_MANIFEST_LIMIT
+from hybridstore.remote.transport import TransportOptions
+from hybridstore.transfer.engine import select_platforms
+from hybridstore.transfer.open import open_source
 
 __all__ = ["InspectResult", "inspect"]
 

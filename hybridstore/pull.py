@@ -18,18 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .blob_pools import BlobPools
-from .cache import BlobCache
-from .errors import HybridstoreError
-from .layout import OCILayout
-from .linking import LinkMode
-from .model import Platform
-from .reference import Reference
-from .remote.clients import RegistryClients
-from .remote.credentials import Credential
-from .remote.repository import DEFAULT_MANIFEST_LIMIT
-from .remote.transport import TransportOptions
-from .transfer import CopyOptions, CopyResult, Progress, pull_graph
+from hybridstore.errors import HybridstoreError
+from hybridstore.oci.model import Platform
+from hybridstore.oci.reference import Reference
+from hybridstore.remote.clients import RegistryClients
+from hybridstore.remote.credentials import Credential
+from hybridstore.remote.repository import DEFAULT_MANIFEST_LIMIT
+from hybridstore.remote.transport import TransportOptions
+from hybridstore.store.cache import BlobCache
+from hybridstore.store.layout import OCILayout
+from hybridstore.store.linking import LinkMode
+from hybridstore.transfer.engine import CopyOptions, CopyResult, Progress, pull_graph
+from hybridstore.transfer.pools import BlobPools
 
 log = logging.getLogger("hybridstore.pull")
 

@@ -21,21 +21,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .cache import BlobCache
-from .copy import Copier, copy_options
-from .endpoints.base import Progress
-from .errors import InvalidInputError
-from .layout import OCILayout
-from .layout_refs import names_of
-from .locator import Location, explicit_reference
-from .model import Platform
-from .reference import Reference
-from .referrers import is_fallback_tag
-from .remote.credentials import Credential
-from .remote.repository import DEFAULT_MANIFEST_LIMIT
-from .remote.transport import TransportOptions
-from .remote.upload import UploadOptions
-from .transfer import CopyResult
+from hybridstore.copy import Copier, copy_options
+from hybridstore.errors import InvalidInputError
+from hybridstore.oci.model import Platform
+from hybridstore.oci.reference import Reference
+from hybridstore.referrers import is_fallback_tag
+from hybridstore.remote.credentials import Credential
+from hybridstore.remote.repository import DEFAULT_MANIFEST_LIMIT
+from hybridstore.remote.transport import TransportOptions
+from hybridstore.remote.upload import UploadOptions
+from hybridstore.store.cache import BlobCache
+from hybridstore.store.layout import OCILayout
+from hybridstore.store.layout_refs import names_of
+from hybridstore.transfer.endpoint import Progress
+from hybridstore.transfer.engine import CopyResult
+from hybridstore.transfer.locator import Location, explicit_reference
 
 __all__ = ["push", "push_all", "push_targets"]
 

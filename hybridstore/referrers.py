@@ -18,14 +18,14 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from . import mediatypes as mt
-from .digest import Digest
-from .errors import InvalidDocumentError
-from .model import Descriptor, Index, Manifest, parse_document
+from hybridstore.errors import InvalidDocumentError
+from hybridstore.oci import mediatypes as mt
+from hybridstore.oci.digest import Digest
+from hybridstore.oci.model import Descriptor, Index, Manifest, parse_document
 
 if TYPE_CHECKING:
-    from .remote.credentials import Credential
-    from .remote.transport import TransportOptions
+    from hybridstore.remote.credentials import Credential
+    from hybridstore.remote.transport import TransportOptions
 
 __all__ = [
     "fallback_tag",
@@ -110,7 +110,7 @@ def list_referrers(
     credential: Credential | None = None,
 ) -> tuple[Descriptor, list[Descriptor]]:
     """The subject ``ref`` resolves to and its referrers, from a registry or a layout."""
-    from .endpoints.open import open_source
+    from hybridstore.transfer.open import open_source
 
     with open_source(ref, layout=layout, transport=transport, credential=credential) as opened:
         subject = opened.source.resolve(opened.ref)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import IO, Protocol, runtime_checkable
 
-from .model import Descriptor
+from hybridstore.oci.model import Descriptor
 
 __all__ = ["ReadableStorage", "WritableStorage", "TaggableStorage"]
 

@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 from support.oci_builder import LayoutBuilder
 
-from hybridstore.archive import compression_for, export_layout, export_to_path
-from hybridstore.archive_import import ImportLimits, import_archive
-from hybridstore.cache import BlobCache
+from hybridstore.archive.export import compression_for, export_layout, export_to_path
+from hybridstore.archive.importer import ImportLimits, import_archive
 from hybridstore.errors import (
     ConflictError,
     CorruptionError,
@@ -26,7 +25,8 @@ from hybridstore.errors import (
     InvalidInputError,
     NotFoundError,
 )
-from hybridstore.layout import OCILayout
+from hybridstore.store.cache import BlobCache
+from hybridstore.store.layout import OCILayout
 
 HYBRIDSTORE = [sys.executable, "-m", "hybridstore.cli"]
 IMAGE = "registry.example.com/team/app:1.0"

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from support.oci_builder import LayoutBuilder
 
-from hybridstore.archive_import import ImportLimits, import_archive
+from hybridstore.archive.importer import ImportLimits, import_archive
 from hybridstore.errors import DigestMismatchError, HybridstoreError, InvalidArchiveError
 
 HYBRIDSTORE = [sys.executable, "-m", "hybridstore.cli"]
@@ -275,7 +275,7 @@ def test_cli_reports_one_line_and_exit_code(valid: Valid, sandbox: Path) -> None
 
 RSS_SCRIPT = """
 import resource, sys
-from hybridstore.archive_import import ImportLimits, import_archive
+from hybridstore.archive.importer import ImportLimits, import_archive
 limits = ImportLimits(**eval(sys.argv[3]))
 try:
     import_archive(sys.argv[1], sys.argv[2], cache=sys.argv[2] + "-cache", limits=limits)

@@ -9,10 +9,10 @@ from concurrent.futures import Future
 import click
 import pytest
 
-from hybridstore.blob_pools import SMALL_BLOB, SMALL_BLOB_FANOUT, BlobPools, gather
 from hybridstore.cli.common import concurrency_option
-from hybridstore.digest import Digest
-from hybridstore.model import Descriptor
+from hybridstore.oci.digest import Digest
+from hybridstore.oci.model import Descriptor
+from hybridstore.transfer.pools import SMALL_BLOB, SMALL_BLOB_FANOUT, BlobPools, gather
 
 DIGEST = Digest.of_bytes(b"x")
 SMALL = Descriptor("application/octet-stream", DIGEST, SMALL_BLOB - 1)

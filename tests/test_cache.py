@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 from test_cache_support import RecordingSource, blob_files, ingest_files
 
-from hybridstore.cache import LAYOUT_FILE, BlobCache, IngestResult
-from hybridstore.digest import Digest
 from hybridstore.errors import (
     CorruptionError,
     InvalidDigestError,
@@ -20,6 +18,8 @@ from hybridstore.errors import (
     StorageError,
     UnsupportedAlgorithmError,
 )
+from hybridstore.oci.digest import Digest
+from hybridstore.store.cache import LAYOUT_FILE, BlobCache, IngestResult
 
 HEX = "a" * 64
 

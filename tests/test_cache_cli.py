@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner, Result
 from test_cache_support import seeded_bytes, tree_snapshot
 
-from hybridstore.cache import BlobCache
 from hybridstore.cli import cli, main
 from hybridstore.cli.cache import parse_duration, parse_size
-from hybridstore.digest import Digest
+from hybridstore.oci.digest import Digest
+from hybridstore.store.cache import BlobCache
 
 DAY = 86400.0
 

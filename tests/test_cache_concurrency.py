@@ -27,8 +27,8 @@ from test_cache_support import (
     write_blob_file,
 )
 
-from hybridstore.cache import BlobCache, IngestResult
-from hybridstore.digest import Digest
+from hybridstore.oci.digest import Digest
+from hybridstore.store.cache import BlobCache, IngestResult
 
 DAY = 86400.0
 
@@ -250,7 +250,7 @@ def test_a_waiter_uses_the_blob_the_lock_holder_published(tmp_path: Path) -> Non
     holder = spawn("hold-lock", str(root), str(digest), str(src))
     expect_line(holder, "locked")
     handler = _WaitingSeen()
-    logger = logging.getLogger("hybridstore.cache")
+    logger = logging.getLogger("hybridstore.store.cache")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     source = RecordingSource(src.read_bytes())

@@ -13,18 +13,18 @@ from pathlib import Path
 import pytest
 from support.oci_builder import LayoutBuilder
 
-import hybridstore.fsutil
-import hybridstore.ingest_file
-import hybridstore.layout_files
-from hybridstore.archive import export_to_path
-from hybridstore.archive_import import import_archive
-from hybridstore.cache import BlobCache
-from hybridstore.digest import Digest
+import hybridstore.fs.files
+import hybridstore.store.ingest
+import hybridstore.store.layout_files
+from hybridstore.archive.export import export_to_path
+from hybridstore.archive.importer import import_archive
 from hybridstore.errors import StorageError
-from hybridstore.fsutil import fsync_dir, start_writeback
-from hybridstore.ingest_file import WRITEBACK_STEP
-from hybridstore.layout import OCILayout
-from hybridstore.model import Descriptor
+from hybridstore.fs.files import fsync_dir, start_writeback
+from hybridstore.oci.digest import Digest
+from hybridstore.oci.model import Descriptor
+from hybridstore.store.cache import BlobCache
+from hybridstore.store.ingest import WRITEBACK_STEP
+from hybridstore.store.layout import OCILayout
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def dir_syncs(monkeypatch: pytest.MonkeyPatch) -> Counter[Path]:
         seen[Path(path)] += 1
         fsync_dir(path)
 
-    monkeypatch.setattr(hybridstore.fsutil, "fsync_dir", recording)
+    monkeypatch.setattr(hybridstore.fs.files, "fsync_dir", recording)
     return seen
 
 
@@ -91,11 +91,11 @@ def test_a_failing_directory_fsync_is_one_storage_error_and_stays_pending(
     def broken(path: str | os.PathLike[str]) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(hybridstore.fsutil, "fsync_dir", broken)
+    monkeypatch.setattr(hybridstore.fs.files, "fsync_dir", broken)
     with pytest.raises(StorageError, match=r"cannot sync .*blobs/sha256.*\[EIO\]"):
         cache.sync()
     assert cache.unsynced_dirs == {cache.blobs_dir / "sha256"}  # a later sync() retries
-    monkeypatch.setattr(hybridstore.fsutil, "fsync_dir", fsync_dir)
+    monkeypatch.setattr(hybridstore.fs.files, "fsync_dir", fsync_dir)
     cache.sync()
     assert cache.unsynced_dirs == frozenset()
 
@@ -138,14 +138,14 @@ def test_the_layout_syncs_its_cache_before_writing_index_json(
     assert cache.unsynced_dirs  # linked into the layout, not yet durable in the cache
 
     pending_at_write: list[frozenset[Path]] = []
-    real_write = hybridstore.layout_files.atomic_write_bytes
+    real_write = hybridstore.store.layout_files.atomic_write_bytes
 
     def recording_write(path: str | os.PathLike[str], data: bytes, **kw: object) -> bool:
         if Path(path).name == "index.json":
             pending_at_write.append(cache.unsynced_dirs)
         return real_write(path, data, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(hybridstore.layout_files, "atomic_write_bytes", recording_write)
+    monkeypatch.setattr(hybridstore.store.layout_files, "atomic_write_bytes", recording_write)
     manifest = (
         b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}'
     )
@@ -179,7 +179,7 @@ def test_big_blobs_are_handed_to_the_disk_while_they_arrive(
     final fsync, whatever the chunk sizes (small ones are buffered first)."""
     ranges: list[tuple[int, int]] = []
     monkeypatch.setattr(
-        hybridstore.ingest_file, "start_writeback", lambda fd, off, n: ranges.append((off, n))
+        hybridstore.store.ingest, "start_writeback", lambda fd, off, n: ranges.append((off, n))
     )
     data = os.urandom(3 * WRITEBACK_STEP + 12345)
     pieces = [data[i : i + 777_777] for i in range(0, len(data), 777_777)]  # odd sizes
@@ -195,7 +195,7 @@ def test_big_blobs_are_handed_to_the_disk_while_they_arrive(
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux's")
 def test_writeback_hint_is_found_and_harmless(tmp_path: Path) -> None:
-    assert hybridstore.fsutil._sync_file_range() is not None  # a typo would silently disable it
+    assert hybridstore.fs.files._sync_file_range() is not None  # a typo would silently disable it
     path = tmp_path / "f"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
     try:

@@ -27,9 +27,7 @@ from test_cache_support import (
     write_blob_file,
 )
 
-import hybridstore.ingest_file as ingest_file
-from hybridstore.cache import BlobCache
-from hybridstore.digest import Digest
+import hybridstore.store.ingest as ingest_file
 from hybridstore.errors import (
     DigestMismatchError,
     InvalidInputError,
@@ -38,6 +36,8 @@ from hybridstore.errors import (
     SizeMismatchError,
     StorageError,
 )
+from hybridstore.oci.digest import Digest
+from hybridstore.store.cache import BlobCache
 
 DATA = bytes(range(256)) * 12_000  # ~3 MiB, several write chunks
 DIGEST = Digest.of_bytes(DATA)
@@ -368,7 +368,7 @@ def test_lock_timeout_names_the_variable(
     try:
         expect_line(holder, "locked")
         monkeypatch.setenv("HYBRIDSTORE_LOCK_TIMEOUT", "0.3")
-        caplog.set_level(logging.INFO, logger="hybridstore.cache")
+        caplog.set_level(logging.INFO, logger="hybridstore.store.cache")
         source = RecordingSource(DATA)
         with pytest.raises(LockTimeoutError, match="HYBRIDSTORE_LOCK_TIMEOUT") as e:
             BlobCache(tmp_path).ingest(DIGEST, len(DATA), source)

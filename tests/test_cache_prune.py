@@ -17,9 +17,9 @@ from test_cache_support import (
     tree_snapshot,
 )
 
-from hybridstore.cache import BlobCache
-from hybridstore.digest import Digest
 from hybridstore.errors import InvalidInputError
+from hybridstore.oci.digest import Digest
+from hybridstore.store.cache import BlobCache
 
 DAY = 86400.0
 
@@ -100,7 +100,7 @@ def test_unlinked_keeps_blobs_a_layout_links(tmp_path: Path) -> None:
 def test_blob_used_after_planning_is_not_removed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import hybridstore.cache_admin as admin
+    import hybridstore.store.cache_admin as admin
 
     cache = BlobCache(tmp_path)
     d = add(cache, "raced", age_days=10)

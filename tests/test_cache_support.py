@@ -20,9 +20,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from hybridstore.cache import BlobCache, IngestResult
-from hybridstore.digest import Digest
 from hybridstore.errors import HybridstoreError, NotFoundError
+from hybridstore.oci.digest import Digest
+from hybridstore.store.cache import BlobCache, IngestResult
 
 WORKER = Path(__file__).resolve()
 
@@ -179,7 +179,7 @@ def cmd_ingest_counted(root: str, digest: str, size: str, src: str, counter: str
     """Ingest from a file source that logs every call and every chunk it reads."""
     cache = BlobCache(root)
     d = Digest.parse(digest)
-    logger = logging.getLogger("hybridstore.cache")
+    logger = logging.getLogger("hybridstore.store.cache")
     logger.addHandler(_SayWhenWaiting())
     logger.setLevel(logging.INFO)
 

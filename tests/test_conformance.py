@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from hybridstore import mediatypes as mt
-from hybridstore.schema import check_document, guess_media_type
+from hybridstore.oci import mediatypes as mt
+from hybridstore.oci.schema import check_document, guess_media_type
 
 # What each vector file's documents are, per the conformance README.
 KIND_MEDIA_TYPES = {

@@ -16,17 +16,17 @@ from support.oci_builder import LayoutBuilder, push_built
 from support.registry import Registry
 from test_cache_support import RecordingSource, expect_line, reap, spawn, tell
 
-from hybridstore.blob_pools import BlobPools
-from hybridstore.cache import BlobCache, IngestResult
-from hybridstore.digest import Digest
-from hybridstore.endpoints.base import BlobOutcome, Progress
-from hybridstore.layout import OCILayout
-from hybridstore.model import Descriptor
+from hybridstore.oci.digest import Digest
+from hybridstore.oci.model import Descriptor
+from hybridstore.oci.reference import Reference
 from hybridstore.pull import pull
-from hybridstore.reference import Reference
 from hybridstore.remote.clients import RegistryClients
 from hybridstore.remote.transport import TransportOptions
-from hybridstore.transfer import CopyOptions, pull_graph
+from hybridstore.store.cache import BlobCache, IngestResult
+from hybridstore.store.layout import OCILayout
+from hybridstore.transfer.endpoint import BlobOutcome, Progress
+from hybridstore.transfer.engine import CopyOptions, pull_graph
+from hybridstore.transfer.pools import BlobPools
 
 PLAIN = TransportOptions(plain_http=True, retry_base=0.01, retry_cap=0.5)
 DATA = b"a blob that two processes want at once"
@@ -79,7 +79,7 @@ def test_a_waiter_stops_when_the_holder_publishes_not_when_it_lets_go(
     holder = spawn("hold-lock", str(cache_root), str(DIGEST), str(src))
     waiting = threading.Event()
     flag = _Flag(waiting)
-    logger = logging.getLogger("hybridstore.cache")
+    logger = logging.getLogger("hybridstore.store.cache")
     logger.addHandler(flag)
     old_level = logger.level
     logger.setLevel(logging.INFO)

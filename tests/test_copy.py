@@ -14,8 +14,8 @@ from support.registry import Registry
 
 from hybridstore.copy import copy
 from hybridstore.errors import InvalidInputError
-from hybridstore.locator import parse_location
 from hybridstore.remote.transport import TransportOptions
+from hybridstore.transfer.locator import parse_location
 
 pytestmark = pytest.mark.registry
 

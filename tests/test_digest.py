@@ -10,7 +10,6 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from hybridstore.digest import SUPPORTED_ALGORITHMS, Digest, Digester, DigestVerifier
 from hybridstore.errors import (
     DigestMismatchError,
     IntegrityError,
@@ -19,6 +18,7 @@ from hybridstore.errors import (
     SizeMismatchError,
     UnsupportedAlgorithmError,
 )
+from hybridstore.oci.digest import SUPPORTED_ALGORITHMS, Digest, Digester, DigestVerifier
 
 HEX64 = hashlib.sha256(b"hello").hexdigest()
 HEX128 = hashlib.sha512(b"hello").hexdigest()

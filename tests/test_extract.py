@@ -26,11 +26,11 @@ from support.oci_builder import (
     deterministic_targz,
 )
 
+from hybridstore.archive.untar import UntarLimits
 from hybridstore.errors import InvalidDocumentError, UnsafePathError
 from hybridstore.extract import extract
 from hybridstore.pull import pull
 from hybridstore.remote.transport import TransportOptions
-from hybridstore.untar import UntarLimits
 
 PLAIN = TransportOptions(plain_http=True, retry_base=0.01, retry_cap=0.5)
 HYBRIDSTORE = [sys.executable, "-m", "hybridstore.cli"]

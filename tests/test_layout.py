@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from support.oci_builder import LayoutBuilder, canonical_json
 
-from hybridstore.digest import Digest
 from hybridstore.errors import (
     ConflictError,
     InvalidDocumentError,
     NotFoundError,
     StorageError,
 )
-from hybridstore.layout import INDEX_LOCK_FILE, OCILayout
-from hybridstore.model import ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Descriptor
+from hybridstore.oci.digest import Digest
+from hybridstore.oci.model import ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Descriptor
+from hybridstore.store.layout import INDEX_LOCK_FILE, OCILayout
 
 FULL = "registry.example.com/charts/app:1.2.3"
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from support.oci_builder import LayoutBuilder
 
-from hybridstore.layout import OCILayout
-from hybridstore.model import ANNOTATION_REF_NAME, Descriptor
+from hybridstore.oci.model import ANNOTATION_REF_NAME, Descriptor
+from hybridstore.store.layout import OCILayout
 
 WRITERS = 8
 ROUNDS = 50

@@ -15,10 +15,10 @@ import pytest
 from support import require_binary
 from support.oci_builder import BuiltImage, LayoutBuilder
 
-from hybridstore.cache import BlobCache
-from hybridstore.digest import Digest
-from hybridstore.layout import OCILayout
-from hybridstore.model import Descriptor
+from hybridstore.oci.digest import Digest
+from hybridstore.oci.model import Descriptor
+from hybridstore.store.cache import BlobCache
+from hybridstore.store.layout import OCILayout
 
 NAME = "registry.example.com/test/app:1.0"
 

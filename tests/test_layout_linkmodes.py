@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from support.oci_builder import Blob, BuiltArtifact, BuiltImage, LayoutBuilder
 
-from hybridstore import linking
-from hybridstore.cache import BlobCache
-from hybridstore.digest import Digest
 from hybridstore.errors import DigestMismatchError, LinkError, NotFoundError
-from hybridstore.layout import OCILayout
-from hybridstore.linking import LinkMode
-from hybridstore.model import Descriptor
+from hybridstore.oci.digest import Digest
+from hybridstore.oci.model import Descriptor
+from hybridstore.store import linking
+from hybridstore.store.cache import BlobCache
+from hybridstore.store.layout import OCILayout
+from hybridstore.store.linking import LinkMode
 
 NAME = "registry.example.com/test/app:1.0"
 
@@ -175,7 +175,7 @@ def test_across_filesystems_auto_copies_with_one_warning(
     layout = OCILayout.create(tmp_path / "layout", cache=cache, link_mode="auto")
     one = scratch.image(None, layers=2, seed="one")
     two = scratch.image(None, layers=2, seed="two")
-    with caplog.at_level(logging.WARNING, logger="hybridstore.linking"):
+    with caplog.at_level(logging.WARNING, logger="hybridstore.store.linking"):
         _push(layout, one, "one")
         _push(layout, two, "two")
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]

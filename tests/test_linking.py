@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from hybridstore import linking
 from hybridstore.errors import InvalidInputError, LinkError, NotFoundError, StorageError
-from hybridstore.linking import ENV_LINK_MODE, TEMP_PREFIX, Linker, LinkMode, materialize
+from hybridstore.store import linking
+from hybridstore.store.linking import ENV_LINK_MODE, TEMP_PREFIX, Linker, LinkMode, materialize
 
 
 def _blob(directory: Path, name: str, data: bytes) -> Path:
@@ -174,7 +174,7 @@ def test_auto_on_one_filesystem_shares_storage_without_warning(
     src_dir: Path, dst_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     linker = Linker(LinkMode.AUTO)
-    with caplog.at_level(logging.WARNING, logger="hybridstore.linking"):
+    with caplog.at_level(logging.WARNING, logger="hybridstore.store.linking"):
         for i in range(3):
             src = _blob(src_dir, f"b{i}", f"blob {i}".encode())
             used = linker.materialize(src, dst_dir / f"b{i}")
@@ -226,7 +226,7 @@ def test_auto_falls_back_to_copy_once_with_one_warning(
     monkeypatch.setattr(linking, "clone_file", no_clone)
     monkeypatch.setattr(linking, "link_file", no_link)
     linker = Linker("auto")
-    with caplog.at_level(logging.WARNING, logger="hybridstore.linking"):
+    with caplog.at_level(logging.WARNING, logger="hybridstore.store.linking"):
         for i in range(4):
             src = _blob(src_dir, f"b{i}", os.urandom(1000))
             assert linker.materialize(src, dst_dir / f"b{i}") is LinkMode.COPY
@@ -306,7 +306,7 @@ def test_cross_filesystem_auto_copies_with_one_warning(
     src_dir: Path, other_fs: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     linker = Linker(LinkMode.AUTO)
-    with caplog.at_level(logging.WARNING, logger="hybridstore.linking"):
+    with caplog.at_level(logging.WARNING, logger="hybridstore.store.linking"):
         for i in range(3):
             src = _blob(src_dir, f"b{i}", os.urandom(5000))
             assert linker.materialize(src, other_fs / f"b{i}") is LinkMode.COPY
@@ -339,7 +339,7 @@ def test_one_linker_shared_by_threads_decides_and_warns_once(
     monkeypatch.setattr(linking, "link_file", no_link)
     sources = [_blob(src_dir, f"b{i}", os.urandom(2000)) for i in range(16)]
     linker = Linker("auto")
-    with caplog.at_level(logging.WARNING, logger="hybridstore.linking"):
+    with caplog.at_level(logging.WARNING, logger="hybridstore.store.linking"):
         with ThreadPoolExecutor(8) as pool:
             used = list(pool.map(lambda s: linker.materialize(s, dst_dir / s.name), sources))
     assert used == [LinkMode.COPY] * len(sources)

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from support.oci_builder import LayoutBuilder
 
-from hybridstore import locking
-from hybridstore.cache import BlobCache
-from hybridstore.digest import Digest
 from hybridstore.errors import StorageError
-from hybridstore.layout import OCILayout
-from hybridstore.locking import FileLock
-from hybridstore.model import Descriptor
+from hybridstore.fs import locking
+from hybridstore.fs.locking import FileLock
+from hybridstore.oci.digest import Digest
+from hybridstore.oci.model import Descriptor
+from hybridstore.store.cache import BlobCache
+from hybridstore.store.layout import OCILayout
 
 
 def test_a_held_lock_excludes_another_until_released(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_the_kernel_drops_the_lock_of_a_killed_holder(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys; from pathlib import Path; from hybridstore.locking import FileLock; "
+            "import sys; from pathlib import Path; from hybridstore.fs.locking import FileLock; "
             "assert FileLock(Path(sys.argv[1])).try_acquire(); print('held', flush=True); "
             "sys.stdin.read()",
             str(path),
@@ -119,7 +119,7 @@ def test_the_cache_ingests_without_single_flight_where_flock_is_missing(
     cache = BlobCache(tmp_path / "cache")
     assert cache.locks_trusted  # ext4 or similar: trusted until flock itself refuses
     data = os.urandom(3000)
-    with caplog.at_level(logging.WARNING, logger="hybridstore.cache"):
+    with caplog.at_level(logging.WARNING, logger="hybridstore.store.cache"):
         result = cache.ingest_bytes(Digest.of_bytes(data), data)
         cache.ingest_bytes(Digest.of_bytes(b"second"), b"second")
     assert result.path.read_bytes() == data
@@ -135,7 +135,7 @@ def test_a_layout_still_tags_where_flock_is_missing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     desc = Descriptor.from_json(LayoutBuilder(tmp_path).artifact(None).descriptor())
-    with caplog.at_level(logging.WARNING, logger="hybridstore.layout"):
+    with caplog.at_level(logging.WARNING, logger="hybridstore.store.layout"):
         OCILayout.open(tmp_path).tag(desc, "v1")
     assert OCILayout.open(tmp_path).resolve("v1").digest == desc.digest
     assert "cannot lock files" in caplog.text

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from hybridstore import mediatypes as mt
-from hybridstore.digest import Digest
 from hybridstore.errors import InvalidDocumentError, UnsupportedMediaTypeError
-from hybridstore.model import Descriptor, Index, Manifest, Platform, parse_document
+from hybridstore.oci import mediatypes as mt
+from hybridstore.oci.digest import Digest
+from hybridstore.oci.model import Descriptor, Index, Manifest, Platform, parse_document
 
 D1 = "sha256:" + "a" * 64
 D2 = "sha256:" + "b" * 64

@@ -16,10 +16,10 @@ from support.registry import Registry
 
 import hybridstore.remote.repository
 from hybridstore.errors import DigestMismatchError, NetworkError, NotFoundError
-from hybridstore.layout import OCILayout
 from hybridstore.pull import pull
 from hybridstore.remote.transport import TransportOptions
-from hybridstore.transfer import CopyResult
+from hybridstore.store.layout import OCILayout
+from hybridstore.transfer.engine import CopyResult
 
 pytestmark = pytest.mark.registry
 

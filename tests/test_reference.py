@@ -8,9 +8,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from hybridstore.digest import Digest
 from hybridstore.errors import InvalidInputError, InvalidReferenceError
-from hybridstore.reference import Reference, is_valid_tag
+from hybridstore.oci.digest import Digest
+from hybridstore.oci.reference import Reference, is_valid_tag
 
 SHA = "sha256:" + "ab" * 32
 SHA512 = "sha512:" + "cd" * 64

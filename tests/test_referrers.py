@@ -14,9 +14,8 @@ import pytest
 from support.oci_builder import SampleContent
 from support.registry import Registry
 
-from hybridstore.digest import Digest
-from hybridstore.layout import OCILayout
-from hybridstore.model import Descriptor
+from hybridstore.oci.digest import Digest
+from hybridstore.oci.model import Descriptor
 from hybridstore.pull import pull
 from hybridstore.referrers import (
     fallback_tag,
@@ -25,7 +24,8 @@ from hybridstore.referrers import (
     merge_fallback_index,
 )
 from hybridstore.remote.transport import TransportOptions
-from hybridstore.server import RegistryServer
+from hybridstore.server.registry import RegistryServer
+from hybridstore.store.layout import OCILayout
 
 pytestmark = pytest.mark.registry
 
@@ -89,7 +89,7 @@ def test_referrers_api_of_hybridstore_serve(
     pull(image.ref, layout=served, transport=PLAIN, include_referrers=True)
     with RegistryServer([served], port=0) as server:
         ref = f"{server.host_port}/{image.repo}:v1"
-        with caplog.at_level(logging.DEBUG, logger="hybridstore.server"):
+        with caplog.at_level(logging.DEBUG, logger="hybridstore.server.registry"):
             got = pull(
                 ref,
                 layout=tmp_path / "l",

@@ -1,4 +1,4 @@
-"""Unit tests of hybridstore.schema: the bundled schemas, the closed registry, semantic checks."""
+"""Unit tests of hybridstore.oci.schema: the bundled schemas, the closed registry, semantics."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from referencing.exceptions import Unresolvable, Unretrievable
 
-from hybridstore import mediatypes as mt
-from hybridstore.digest import Digest
 from hybridstore.errors import (
     InvalidDigestError,
     InvalidDocumentError,
     UnsupportedMediaTypeError,
 )
-from hybridstore.schema import (
+from hybridstore.oci import mediatypes as mt
+from hybridstore.oci.digest import Digest
+from hybridstore.oci.schema import (
     MAX_DEPTH,
     MAX_PROBLEMS,
     SCHEMA_BASE_URI,
@@ -174,7 +174,7 @@ def test_installed_wheel_layout_prefers_bundled_schemas(tmp_path: Path) -> None:
     shutil.copytree(REPO / "hybridstore", pkg, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "schemas", pkg / "_schemas")
     code = (
-        "import sys, hybridstore.schema as s;"
+        "import sys, hybridstore.oci.schema as s;"
         "assert 'jsonschema' not in sys.modules, 'jsonschema imported eagerly';"
         "print(s.schema_dir());"
         'print(s.validate_document(b\'{"imageLayoutVersion": "1.0.0"}\'))'

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from hybridstore import mediatypes as mt
 from hybridstore.cli import cli
-from hybridstore.schema import MAX_DOCUMENT_BYTES, check_document
+from hybridstore.oci import mediatypes as mt
+from hybridstore.oci.schema import MAX_DOCUMENT_BYTES, check_document
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = {

@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from .. import __version__
-from .common import GlobalOptions, run_cli
+from hybridstore import __version__
+from hybridstore.cli.common import GlobalOptions, run_cli
 
 __all__ = ["main", "cli"]
 

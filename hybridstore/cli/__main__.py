@@ -1,3 +1,3 @@
-from . import main
+from hybridstore.cli import main
 
 raise SystemExit(main())

@@ -7,10 +7,10 @@ from typing import Any, cast
 
 import click
 
-from ..errors import InvalidInputError
-from .cache import Size, human_size
-from .common import GlobalOptions, emit_json, pass_options
-from .layout import link_mode_option
+from hybridstore.cli.cache import Size, human_size
+from hybridstore.cli.common import GlobalOptions, emit_json, pass_options
+from hybridstore.cli.layout import link_mode_option
+from hybridstore.errors import InvalidInputError
 
 __all__ = ["export", "import_"]
 
@@ -54,7 +54,7 @@ def export(
     skopeo reads it as oci-archive:FILE:NAME with NAME the full ref name
     (e.g. registry.example.com/charts/app:1.2.3).
     """
-    from ..archive import Compression, export_layout, export_to_path
+    from hybridstore.archive.export import Compression, export_layout, export_to_path
 
     chosen = cast("Compression | None", compress)
     to_stdout = output == "-"
@@ -134,7 +134,7 @@ def import_(opts: GlobalOptions, /, archive: str, **kw: Any) -> None:
     layout; refs are tagged only after the whole archive checked out, all in
     one index.json update. Archives written by skopeo (oci-archive:) work too.
     """
-    from ..archive_import import ImportLimits, import_archive
+    from hybridstore.archive.importer import ImportLimits, import_archive
 
     limits = ImportLimits(
         max_entries=kw["max_entries"],

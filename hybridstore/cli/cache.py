@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
-from ..cache import BlobCache
-from ..digest import Digest
-from ..errors import NotFoundError
-from .common import GlobalOptions, emit_json, pass_options
+from hybridstore.cli.common import GlobalOptions, emit_json, pass_options
+from hybridstore.errors import NotFoundError
+from hybridstore.oci.digest import Digest
+from hybridstore.store.cache import BlobCache
 
 __all__ = ["Size", "cache", "human_size", "parse_duration", "parse_size"]
 

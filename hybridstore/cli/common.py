@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import click
 
-from ..errors import HybridstoreError
+from hybridstore.errors import HybridstoreError
 
 __all__ = ["GlobalOptions", "concurrency_option", "emit_json", "fail", "run_cli", "pass_options"]
 

@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 import click
 
-from .common import GlobalOptions, concurrency_option, emit_json, pass_options
-from .remote_options import credential_from, registry_options, transport_from
+from hybridstore.cli.common import GlobalOptions, concurrency_option, emit_json, pass_options
+from hybridstore.cli.remote_options import credential_from, registry_options, transport_from
 
 __all__ = ["copy", "transfer_options", "upload_options", "run_with_progress", "print_results"]
 
@@ -95,7 +95,7 @@ def upload_options(f: F) -> F:
 
 def common_kwargs(opts: GlobalOptions, kw: dict[str, Any]) -> dict[str, Any]:
     """Library keyword arguments from the shared options (consumes them from ``kw``)."""
-    from ..remote.upload import UploadOptions
+    from hybridstore.remote.upload import UploadOptions
 
     return dict(
         cache=opts.cache_dir,
@@ -116,7 +116,7 @@ def common_kwargs(opts: GlobalOptions, kw: dict[str, Any]) -> dict[str, Any]:
 def run_with_progress(opts: GlobalOptions, as_json: bool, call: Callable[[Any], Any]) -> Any:
     """Run ``call(progress)`` with bars on a TTY (none with -q or --json)."""
     if sys.stderr.isatty() and not opts.quiet and not as_json:
-        from .pull import RichProgress
+        from hybridstore.cli.pull import RichProgress
 
         progress = RichProgress()
         with progress.bars:
@@ -165,7 +165,7 @@ def copy(opts: GlobalOptions, /, src: str, dst: str, **kw: Any) -> None:
 
     Between two repositories of one registry, blobs are mounted, not moved.
     """
-    from ..copy import copy as copy_call
+    from hybridstore.copy import copy as copy_call
 
     as_json = kw.pop("as_json")
     args = common_kwargs(opts, kw)

@@ -6,8 +6,13 @@ from typing import Any
 
 import click
 
-from .common import GlobalOptions, emit_json, pass_options
-from .remote_options import credential_from, ref_or_layout, registry_options, transport_from
+from hybridstore.cli.common import GlobalOptions, emit_json, pass_options
+from hybridstore.cli.remote_options import (
+    credential_from,
+    ref_or_layout,
+    registry_options,
+    transport_from,
+)
 
 __all__ = ["extract"]
 
@@ -52,8 +57,8 @@ def extract(
     Names that would leave OUTPUT (.., absolute paths, symlinks already in
     OUTPUT) are refused and nothing is written.
     """
-    from ..extract import extract as extract_call
-    from ..untar import UntarLimits
+    from hybridstore.archive.untar import UntarLimits
+    from hybridstore.extract import extract as extract_call
 
     result = extract_call(
         ref,

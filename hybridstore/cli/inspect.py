@@ -8,8 +8,13 @@ from typing import Any
 
 import click
 
-from .common import emit_json
-from .remote_options import credential_from, ref_or_layout, registry_options, transport_from
+from hybridstore.cli.common import emit_json
+from hybridstore.cli.remote_options import (
+    credential_from,
+    ref_or_layout,
+    registry_options,
+    transport_from,
+)
 
 __all__ = ["inspect"]
 
@@ -42,7 +47,7 @@ def inspect(
 
     With --layout DIR, REF is a ref name in that layout (optional when it has one).
     """
-    from ..inspect import inspect as inspect_call
+    from hybridstore.inspect import inspect as inspect_call
 
     if raw and as_json:
         raise click.UsageError("--raw and --json exclude each other")

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .common import GlobalOptions, emit_json, pass_options
+from hybridstore.cli.common import GlobalOptions, emit_json, pass_options
 
 __all__ = ["layout", "link_mode_option"]
 
@@ -51,7 +51,7 @@ def verify(opts: GlobalOptions, /, directory: str, as_json: bool) -> None:
     Re-hashes each reachable blob and validates manifests, indexes and configs;
     lists unreferenced blobs and foreign files. Exits 1 when there are problems.
     """
-    from ..layout import OCILayout
+    from hybridstore.store.layout import OCILayout
 
     report = OCILayout.open(directory).verify()
     if as_json:
@@ -100,7 +100,7 @@ def gc(
     Follows manifests, indexes, configs, layers, and subject/referrer manifests
     that are present. The shared cache is never touched.
     """
-    from ..layout import DEFAULT_GC_GRACE, OCILayout
+    from hybridstore.store.layout import DEFAULT_GC_GRACE, OCILayout
 
     report = OCILayout.open(directory).gc(
         dry_run=dry_run, grace=DEFAULT_GC_GRACE if grace is None else grace

@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
-from ..errors import InvalidInputError
-from .common import GlobalOptions, emit_json, pass_options
-from .remote_options import registry_options, transport_from
+from hybridstore.cli.common import GlobalOptions, emit_json, pass_options
+from hybridstore.cli.remote_options import registry_options, transport_from
+from hybridstore.errors import InvalidInputError
 
 __all__ = ["login", "logout"]
 
@@ -48,8 +48,8 @@ def login(opts: GlobalOptions, /, registry: str, as_json: bool, **kw: Any) -> No
     docker and podman look: a configured credential helper, else
     ~/.docker/config.json ($DOCKER_CONFIG; $REGISTRY_AUTH_FILE when set).
     """
-    from ..remote.auth import check_login
-    from ..remote.credentials import Credential, normalize_registry, save_credential
+    from hybridstore.remote.auth import check_login
+    from hybridstore.remote.credentials import Credential, normalize_registry, save_credential
 
     if kw["insecure"] and kw["ca_file"]:
         raise click.UsageError("--insecure and --ca-file exclude each other")
@@ -86,7 +86,7 @@ def login(opts: GlobalOptions, /, registry: str, as_json: bool, **kw: Any) -> No
 @pass_options
 def logout(opts: GlobalOptions, /, registry: str, as_json: bool) -> None:
     """Forget the stored credentials for REGISTRY (in every file and helper we read)."""
-    from ..remote.credentials import erase_credential, normalize_registry
+    from hybridstore.remote.credentials import erase_credential, normalize_registry
 
     name = normalize_registry(registry)
     removed = erase_credential(name)

@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
-from ..model import Descriptor
-from ..transfer import BlobOutcome, Progress
-from .common import GlobalOptions, concurrency_option, emit_json, pass_options
-from .remote_options import credential_from, registry_options, transport_from
+from hybridstore.cli.common import GlobalOptions, concurrency_option, emit_json, pass_options
+from hybridstore.cli.remote_options import credential_from, registry_options, transport_from
+from hybridstore.oci.model import Descriptor
+from hybridstore.transfer.engine import BlobOutcome, Progress
 
 __all__ = ["pull"]
 
@@ -116,7 +116,7 @@ def pull(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
     Each blob is downloaded once into the shared cache and linked into the
     layout; a re-pull of cached content costs one manifest request.
     """
-    from ..pull import pull_many
+    from hybridstore.pull import pull_many
 
     if kw["ref_name"] and len(refs) > 1:
         raise click.UsageError("--ref-name needs exactly one REF")

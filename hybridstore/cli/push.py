@@ -6,9 +6,15 @@ from typing import Any
 
 import click
 
-from .common import GlobalOptions, pass_options
-from .copy import common_kwargs, print_results, run_with_progress, transfer_options, upload_options
-from .remote_options import registry_options
+from hybridstore.cli.common import GlobalOptions, pass_options
+from hybridstore.cli.copy import (
+    common_kwargs,
+    print_results,
+    run_with_progress,
+    transfer_options,
+    upload_options,
+)
+from hybridstore.cli.remote_options import registry_options
 
 __all__ = ["push"]
 
@@ -43,7 +49,7 @@ def push(
     --all pushes every ref to its recorded name, with referrers (the
     air-gap restore case).
     """
-    from ..push import push_all, push_many
+    from hybridstore.push import push_all, push_many
 
     push_every, registry = kw.pop("push_all"), kw.pop("registry")
     as_json = kw.pop("as_json")

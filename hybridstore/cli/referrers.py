@@ -6,8 +6,13 @@ from typing import Any
 
 import click
 
-from .common import emit_json
-from .remote_options import credential_from, ref_or_layout, registry_options, transport_from
+from hybridstore.cli.common import emit_json
+from hybridstore.cli.remote_options import (
+    credential_from,
+    ref_or_layout,
+    registry_options,
+    transport_from,
+)
 
 __all__ = ["referrers"]
 
@@ -34,7 +39,7 @@ def referrers(
     Uses the registry's referrers API, or the sha256-<hex> tag schema on
     registries without it.
     """
-    from ..referrers import list_referrers
+    from hybridstore.referrers import list_referrers
 
     subject, found = list_referrers(
         ref,

@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from ..model import Descriptor
-from .common import GlobalOptions, emit_json, pass_options
+from hybridstore.cli.common import GlobalOptions, emit_json, pass_options
+from hybridstore.oci.model import Descriptor
 
 __all__ = ["refs", "tag", "untag"]
 
@@ -40,7 +40,7 @@ def _row(name: str, desc: Descriptor) -> dict[str, Any]:
 @_json_option
 def refs(layout_dir: str, as_json: bool) -> None:
     """List the refs (names) in a layout's index.json."""
-    from ..layout import OCILayout
+    from hybridstore.store.layout import OCILayout
 
     rows = [_row(n, d) for n, d in sorted(OCILayout.open(layout_dir).refs().items())]
     if as_json:
@@ -62,7 +62,7 @@ def tag(opts: GlobalOptions, /, layout_dir: str, src: str, new: str, as_json: bo
 
     NEW replaces any entry already called NEW; SRC keeps its name.
     """
-    from ..layout import OCILayout
+    from hybridstore.store.layout import OCILayout
 
     layout = OCILayout.open(layout_dir)
     desc = layout.resolve(src)
@@ -80,7 +80,7 @@ def tag(opts: GlobalOptions, /, layout_dir: str, src: str, new: str, as_json: bo
 @pass_options
 def untag(opts: GlobalOptions, /, layout_dir: str, name: str, as_json: bool) -> None:
     """Remove NAME from a layout's index.json (blobs stay until `layout gc`)."""
-    from ..layout import OCILayout
+    from hybridstore.store.layout import OCILayout
 
     desc = OCILayout.open(layout_dir).untag(name)
     if as_json:

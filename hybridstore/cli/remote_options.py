@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 
 import click
 
-from ..errors import InvalidInputError
-from ..remote.credentials import Credential
-from ..remote.transport import TransportOptions
+from hybridstore.errors import InvalidInputError
+from hybridstore.remote.credentials import Credential
+from hybridstore.remote.transport import TransportOptions
 
 __all__ = ["registry_options", "ref_or_layout", "transport_from", "credential_from"]
 

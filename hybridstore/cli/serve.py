@@ -9,7 +9,7 @@ from types import FrameType
 
 import click
 
-from .common import GlobalOptions, pass_options
+from hybridstore.cli.common import GlobalOptions, pass_options
 
 __all__ = ["serve"]
 
@@ -50,8 +50,8 @@ def serve(
     HTTP on loopback by default. The first line printed is "listening on URL".
     For anything shared, push into a real registry instead.
     """
-    from ..errors import InvalidInputError
-    from ..server import RegistryServer, parse_listen
+    from hybridstore.errors import InvalidInputError
+    from hybridstore.server.registry import RegistryServer, parse_listen
 
     if tls_key and not tls_cert:
         raise InvalidInputError("--tls-key needs --tls-cert")

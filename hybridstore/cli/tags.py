@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from .common import emit_json
-from .remote_options import credential_from, registry_options, transport_from
+from hybridstore.cli.common import emit_json
+from hybridstore.cli.remote_options import credential_from, registry_options, transport_from
 
 __all__ = ["tags"]
 
@@ -18,8 +18,8 @@ __all__ = ["tags"]
 @registry_options
 def tags(ref: str, as_json: bool, **kw: Any) -> None:
     """List the tags of REF's repository (following pagination)."""
-    from ..pull import RegistryClients
-    from ..reference import Reference
+    from hybridstore.oci.reference import Reference
+    from hybridstore.pull import RegistryClients
 
     clients = RegistryClients(transport_from(kw), credential_from(kw))
     try:

@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from ..errors import InvalidDocumentError, InvalidInputError, NotFoundError
-from ..schema import MAX_DOCUMENT_BYTES, check_document
-from .common import emit_json
+from hybridstore.cli.common import emit_json
+from hybridstore.errors import InvalidDocumentError, InvalidInputError, NotFoundError
+from hybridstore.oci.schema import MAX_DOCUMENT_BYTES, check_document
 
 __all__ = ["validate"]
 

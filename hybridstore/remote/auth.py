@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlencode, urljoin
 
-from ..errors import AuthError, NetworkError, RegistryError
-from .challenge import Challenge, parse_challenges
-from .credentials import Credential
-from .http import HTTPClient, Response, TLSError, TransportError
-from .safety import (
+from hybridstore.errors import AuthError, NetworkError, RegistryError
+from hybridstore.remote.challenge import Challenge, parse_challenges
+from hybridstore.remote.credentials import Credential
+from hybridstore.remote.http import HTTPClient, Response, TLSError, TransportError
+from hybridstore.remote.safety import (
     check_realm,
     is_local_host,
     origin_of,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..reference import Reference
-from .credentials import Credential, resolve_credential
-from .repository import DEFAULT_MANIFEST_LIMIT, Repository
-from .transport import RegistryTransport, TransportOptions, new_client
+from hybridstore.oci.reference import Reference
+from hybridstore.remote.credentials import Credential, resolve_credential
+from hybridstore.remote.repository import DEFAULT_MANIFEST_LIMIT, Repository
+from hybridstore.remote.transport import RegistryTransport, TransportOptions, new_client
 
 __all__ = ["RegistryClients"]
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-from ..errors import AuthError, InvalidInputError, StorageError
+from hybridstore.errors import AuthError, InvalidInputError, StorageError
 
 __all__ = [
     "Credential",

@@ -24,8 +24,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
 
-from ..errors import RegistryError
-from .safety import redact_url
+from hybridstore.errors import RegistryError
+from hybridstore.remote.safety import redact_url
 
 if TYPE_CHECKING:
     import ssl

@@ -22,9 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin
 
-from .. import mediatypes as mt
-from ..digest import Digest, DigestVerifier
-from ..errors import (
+from hybridstore.errors import (
     DigestMismatchError,
     InvalidDocumentError,
     NetworkError,
@@ -32,12 +30,14 @@ from ..errors import (
     RegistryError,
     SizeMismatchError,
 )
-from ..model import Descriptor, Index, parse_document
-from ..referrers import fallback_tag, filter_referrers, referrers_of_index
-from .http import Response, TransportError
-from .readahead import read_ahead
-from .safety import read_capped
-from .transport import RegistryTransport
+from hybridstore.oci import mediatypes as mt
+from hybridstore.oci.digest import Digest, DigestVerifier
+from hybridstore.oci.model import Descriptor, Index, parse_document
+from hybridstore.referrers import fallback_tag, filter_referrers, referrers_of_index
+from hybridstore.remote.http import Response, TransportError
+from hybridstore.remote.readahead import read_ahead
+from hybridstore.remote.safety import read_capped
+from hybridstore.remote.transport import RegistryTransport
 
 __all__ = ["Repository", "FetchedManifest", "PutManifestResult", "DEFAULT_MANIFEST_LIMIT"]
 

@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
-from ..errors import AuthError
+from hybridstore.errors import AuthError
 
 if TYPE_CHECKING:
-    from .http import Response
+    from hybridstore.remote.http import Response
 
 __all__ = [
     "check_realm",

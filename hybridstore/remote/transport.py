@@ -18,11 +18,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-from ..errors import AuthError, NetworkError, NotFoundError, RegistryError
-from .auth import Authenticator
-from .credentials import Credential
-from .http import Body, HTTPClient, Response, TLSError, TransportError
-from .safety import host_of, is_local_host, redact_url
+from hybridstore.errors import AuthError, NetworkError, NotFoundError, RegistryError
+from hybridstore.remote.auth import Authenticator
+from hybridstore.remote.credentials import Credential
+from hybridstore.remote.http import Body, HTTPClient, Response, TLSError, TransportError
+from hybridstore.remote.safety import host_of, is_local_host, redact_url
 
 __all__ = ["TransportOptions", "RegistryTransport", "new_client", "retry_after_seconds"]
 

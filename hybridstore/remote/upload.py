@@ -39,16 +39,16 @@ from dataclasses import dataclass
 from typing import IO, Final
 from urllib.parse import quote, urljoin, urlsplit
 
-from ..errors import (
+from hybridstore.errors import (
     DigestMismatchError,
     NetworkError,
     NotFoundError,
     RegistryError,
 )
-from ..model import Descriptor
-from .http import Response
-from .repository import Repository
-from .transport import RegistryTransport, registry_error_message
+from hybridstore.oci.model import Descriptor
+from hybridstore.remote.http import Response
+from hybridstore.remote.repository import Repository
+from hybridstore.remote.transport import RegistryTransport, registry_error_message
 
 __all__ = ["BlobUploader", "UploadOptions", "UploadResult", "Opener"]
 

@@ -1,1 +1,0 @@
-"""The two ends of a copy: registries and cache-backed layouts (see ``base``)."""

@@ -1,0 +1,1 @@
+"""A read-only OCI distribution endpoint over layouts."""

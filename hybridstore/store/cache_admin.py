@@ -1,0 +1,533 @@
+"""Looking after a ``BlobCache``: inventory (info, du), full re-verification, pruning.
+
+Kept apart from ``cache.py`` because none of it is on the pull path: it scans
+the whole cache, and it is the only code that ever deletes a published blob.
+
+Pruning is safe while pulls run because (1) a blob whose "last used" time
+(its mtime, see ``cache.py``) is within the grace period is never removed, and
+every pull touches or publishes a blob before handing it out; (2) each removal
+re-checks the file right before unlinking it; (3) removing a cache blob never
+breaks a layout (layouts hold their own link or copy) nor a reader that has it
+open; a pull that finds its blob gone fetches it again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import stat
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hybridstore.errors import InvalidDigestError, InvalidInputError
+from hybridstore.fs.files import fsync_dir, storage_error
+from hybridstore.fs.locking import cannot_lock_here, held_elsewhere
+from hybridstore.oci.digest import SUPPORTED_ALGORITHMS, Digest
+from hybridstore.store.cache import CACHE_HINT
+
+if TYPE_CHECKING:
+    from hybridstore.store.cache import BlobCache
+
+__all__ = [
+    "AreaUsage",
+    "BadBlob",
+    "CacheInfo",
+    "DiskUsage",
+    "IngestEntry",
+    "PruneEntry",
+    "PruneReport",
+    "VerifyReport",
+    "cache_info",
+    "disk_usage",
+    "set_aside",
+    "prune_cache",
+    "scan_ingest",
+    "verify_cache",
+]
+
+log = logging.getLogger("hybridstore.store.cache")
+
+_STALE_AFTER = 3600.0  # verify lists ingest files untouched this long as stale
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (Path, Digest)):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: _jsonable(getattr(value, k)) for k in value.__dataclass_fields__}
+    return value
+
+
+class _Json:
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (paths and digests as strings)."""
+        out = _jsonable(self)
+        assert isinstance(out, dict)
+        return out
+
+
+@dataclass(frozen=True)
+class IngestEntry(_Json):
+    """A file under ``ingest/``: a resumable partial, a writer's temp file, or foreign."""
+
+    path: Path
+    digest: Digest | None
+    kind: str  # "partial" | "temp" | "other"
+    size: int
+    mtime: float  # last written, epoch seconds
+    age: float  # seconds since last written, when scanned
+
+
+@dataclass(frozen=True)
+class CacheInfo(_Json):
+    root: Path
+    exists: bool
+    layout_version: int | None
+    locks_trusted: bool  # cross-process resume enabled (local filesystem)
+    blob_count: int
+    blob_bytes: int
+    shared_count: int  # blobs also hard-linked from a layout (link count > 1)
+    shared_bytes: int
+    partial_count: int
+    partial_bytes: int
+    quarantined_count: int
+
+
+@dataclass(frozen=True)
+class AreaUsage(_Json):
+    name: str
+    files: int
+    bytes: int  # apparent size
+    disk_bytes: int  # allocated blocks
+
+
+@dataclass(frozen=True)
+class DiskUsage(_Json):
+    root: Path
+    areas: tuple[AreaUsage, ...]
+    cache_only_bytes: int  # blob bytes no layout links (what deleting the cache frees)
+    total_bytes: int
+    total_disk_bytes: int
+
+
+@dataclass(frozen=True)
+class BadBlob(_Json):
+    path: Path
+    digest: Digest | None
+    reason: str
+    links: int  # other hard links (layouts) still sharing the bad content
+    quarantined_to: Path | None = None
+
+
+@dataclass(frozen=True)
+class VerifyReport(_Json):
+    root: Path
+    checked: int
+    checked_bytes: int
+    corrupt: tuple[BadBlob, ...]
+    unknown: tuple[Path, ...]  # files under blobs/ that are not blobs this code can verify
+    ingests: tuple[IngestEntry, ...]
+    stale_ingests: tuple[IngestEntry, ...]
+    repaired: bool
+
+    @property
+    def ok(self) -> bool:
+        """No corrupt blob is left in ``blobs/``."""
+        return all(b.quarantined_to is not None for b in self.corrupt)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "ok": self.ok}
+
+
+@dataclass(frozen=True)
+class PruneEntry(_Json):
+    digest: Digest
+    path: Path
+    size: int
+    last_used: float  # epoch seconds (the blob's mtime)
+    links: int
+
+
+@dataclass(frozen=True)
+class PruneReport(_Json):
+    root: Path
+    dry_run: bool
+    removed: tuple[PruneEntry, ...]
+    removed_bytes: int
+    freed_bytes: int  # of removed_bytes, what no layout still links (disk space actually freed)
+    kept_in_grace: int  # blobs a policy selected but the grace period protected
+    remaining_bytes: int
+    max_size: int | None
+    budget_met: bool | None
+    swept: tuple[Path, ...] = field(default=())  # stale ingest/lock/quarantine files
+    swept_bytes: int = 0
+
+
+def _digest_from_ingest_name(name: str) -> Digest | None:
+    alg, sep, rest = name.partition("-")
+    if not sep or alg not in SUPPORTED_ALGORITHMS:
+        return None
+    try:
+        return Digest.parse(f"{alg}:{rest.split('.', 1)[0]}")
+    except InvalidDigestError:
+        return None
+
+
+def _files(directory: Path) -> Iterator[tuple[os.DirEntry[str], os.stat_result]]:
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as e:
+        raise storage_error(e, "list", directory, CACHE_HINT) from e
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        yield entry, st
+
+
+def scan_ingest(cache: BlobCache, now: float | None = None) -> list[IngestEntry]:
+    """Every regular file under ``ingest/``, classified."""
+    now = time.time() if now is None else now
+    out = []
+    for entry, st in _files(cache.ingest_dir):
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        digest = _digest_from_ingest_name(entry.name)
+        if digest is not None and entry.name.endswith(".partial"):
+            kind = "partial"
+        elif digest is not None and entry.name.endswith(".tmp"):
+            kind = "temp"
+        else:
+            kind = "other"
+        age = now - st.st_mtime
+        out.append(IngestEntry(Path(entry.path), digest, kind, st.st_size, st.st_mtime, age))
+    return sorted(out, key=lambda e: e.path)
+
+
+def cache_info(cache: BlobCache) -> CacheInfo:
+    version = cache.check_layout()
+    count = size = shared = shared_bytes = 0
+    for _, st in cache.blobs():
+        count += 1
+        size += st.st_size
+        if st.st_nlink > 1:
+            shared += 1
+            shared_bytes += st.st_size
+    partials = scan_ingest(cache)
+    quarantined = sum(1 for _ in _files(cache.quarantine_dir))
+    return CacheInfo(
+        root=cache.root,
+        exists=cache.root.is_dir(),
+        layout_version=version,
+        locks_trusted=cache.locks_trusted,
+        blob_count=count,
+        blob_bytes=size,
+        shared_count=shared,
+        shared_bytes=shared_bytes,
+        partial_count=len(partials),
+        partial_bytes=sum(e.size for e in partials),
+        quarantined_count=quarantined,
+    )
+
+
+def _walk(directory: Path) -> Iterator[os.stat_result]:
+    for entry, st in _files(directory):
+        if stat.S_ISDIR(st.st_mode):
+            yield from _walk(Path(entry.path))
+        else:
+            yield st
+
+
+def disk_usage(cache: BlobCache) -> DiskUsage:
+    cache.check_layout()
+    areas = []
+    cache_only = 0
+    known = ("blobs", "ingest", "locks", "quarantine")
+    for name in known:
+        files = nbytes = disk = 0
+        for st in _walk(cache.root / name):
+            files += 1
+            nbytes += st.st_size
+            disk += st.st_blocks * 512
+            if name == "blobs" and st.st_nlink == 1:
+                cache_only += st.st_size
+        areas.append(AreaUsage(name, files, nbytes, disk))
+    other: list[os.stat_result] = []
+    for entry, st in _files(cache.root):
+        if entry.name not in known:
+            other.extend(_walk(Path(entry.path)) if stat.S_ISDIR(st.st_mode) else [st])
+    areas.append(
+        AreaUsage(
+            "other",
+            len(other),
+            sum(st.st_size for st in other),
+            sum(st.st_blocks * 512 for st in other),
+        )
+    )
+    return DiskUsage(
+        root=cache.root,
+        areas=tuple(areas),
+        cache_only_bytes=cache_only,
+        total_bytes=sum(a.bytes for a in areas),
+        total_disk_bytes=sum(a.disk_bytes for a in areas),
+    )
+
+
+def _check_blob(cache: BlobCache, path: Path, digest: Digest, st: os.stat_result) -> BadBlob | None:
+    if not stat.S_ISREG(st.st_mode):
+        return BadBlob(path, digest, "is not a regular file", 0)
+    try:
+        actual = cache.hash_file(path, digest.algorithm)
+    except FileNotFoundError:
+        return None  # pruned while we looked
+    except OSError as e:
+        raise storage_error(e, "read", path, CACHE_HINT) from e
+    if actual == digest:
+        return None
+    return BadBlob(path, digest, f"content hashes to {actual}", st.st_nlink - 1)
+
+
+def verify_cache(
+    cache: BlobCache, *, repair: bool = False, workers: int | None = None
+) -> VerifyReport:
+    """Re-hash every blob; report (and with ``repair`` move to ``quarantine/``) corrupt ones."""
+    cache.check_layout()
+    todo: list[tuple[Path, Digest, os.stat_result]] = []
+    unknown: list[Path] = []
+    for alg_entry, alg_st in _files(cache.blobs_dir):
+        if not stat.S_ISDIR(alg_st.st_mode) or alg_entry.name not in SUPPORTED_ALGORITHMS:
+            unknown.append(Path(alg_entry.path))
+            continue
+        for entry, st in _files(Path(alg_entry.path)):
+            try:
+                digest = Digest.parse(f"{alg_entry.name}:{entry.name}")
+            except InvalidDigestError:
+                unknown.append(Path(entry.path))
+                continue
+            todo.append((Path(entry.path), digest, st))
+    workers = workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # hashlib releases the GIL
+        results = list(pool.map(lambda t: _check_blob(cache, *t), todo))
+    corrupt = []
+    for (path, _, st), bad in zip(todo, results, strict=True):
+        if bad is not None and repair:
+            moved = set_aside(cache, path, st, bad.reason)
+            bad = BadBlob(bad.path, bad.digest, bad.reason, bad.links, moved)
+        if bad is not None:
+            corrupt.append(bad)
+    ingests = scan_ingest(cache)
+    return VerifyReport(
+        root=cache.root,
+        checked=len(todo),
+        checked_bytes=sum(st.st_size for _, _, st in todo),
+        corrupt=tuple(corrupt),
+        unknown=tuple(sorted(unknown)),
+        ingests=tuple(ingests),
+        stale_ingests=tuple(e for e in ingests if e.age > _STALE_AFTER),
+        repaired=repair,
+    )
+
+
+def _probe_free(lock_path: Path) -> bool:
+    """Whether nobody holds ``lock_path``, without creating or changing anything."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return True  # a live holder always has its lock file
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if held_elsewhere(e):
+            return False
+        if not cannot_lock_here(e):  # where nothing can lock, nobody holds it
+            raise
+    finally:
+        os.close(fd)
+    return True
+
+
+def _remove(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise storage_error(e, "remove", path, CACHE_HINT) from e
+
+
+def _sweep(cache: BlobCache, cutoff: float, dry_run: bool) -> list[tuple[Path, int]]:
+    """Stale ingest files (unlocked, untouched for the grace period), lock files, quarantine."""
+    swept: list[tuple[Path, int]] = []
+    for entry in scan_ingest(cache):
+        if entry.mtime >= cutoff:
+            continue
+        if entry.kind == "partial" and entry.digest is not None and cache.locks_trusted:
+            lock_path = cache.lock_path(entry.digest)
+            if dry_run:
+                if _probe_free(lock_path):
+                    swept.append((entry.path, entry.size))
+                continue
+            with cache.lock_at(lock_path, str(lock_path), wait=False) as free:
+                if free and os.lstat(entry.path).st_mtime < cutoff:
+                    _remove(entry.path)
+                    swept.append((entry.path, entry.size))
+            continue
+        if not dry_run:
+            _remove(entry.path)
+        swept.append((entry.path, entry.size))
+    for directory, suffix in ((cache.locks_dir, ".lock"), (cache.quarantine_dir, "")):
+        for dentry, st in _files(directory):
+            if not stat.S_ISREG(st.st_mode) or st.st_mtime >= cutoff:
+                continue
+            if not dentry.name.endswith(suffix):
+                continue
+            path = Path(dentry.path)
+            if dry_run:
+                if suffix != ".lock" or _probe_free(path):
+                    swept.append((path, st.st_size))
+            elif suffix == ".lock" and cache.locks_trusted:
+                with cache.lock_at(path, str(path), wait=False) as free:
+                    if free:
+                        swept.append((path, st.st_size))
+            else:
+                _remove(path)
+                swept.append((path, st.st_size))
+    return swept
+
+
+def _select(
+    blobs: list[PruneEntry],
+    *,
+    now: float,
+    older_than: float | None,
+    max_size: int | None,
+    unlinked: bool,
+    grace: float,
+) -> tuple[list[PruneEntry], int]:
+    """The blobs the policies remove (LRU first), and how many the grace period kept."""
+    if older_than is None and max_size is None and not unlinked:
+        return [], 0
+    matching = [
+        b
+        for b in blobs
+        if (older_than is None or b.last_used < now - older_than) and (not unlinked or b.links == 1)
+    ]
+    in_grace = [b for b in matching if b.last_used >= now - grace]
+    candidates = sorted(
+        (b for b in matching if b.last_used < now - grace), key=lambda b: b.last_used
+    )
+    if max_size is None:
+        return candidates, len(in_grace)
+    chosen, total = [], sum(b.size for b in blobs)
+    for b in candidates:
+        if total <= max_size:
+            break
+        chosen.append(b)
+        total -= b.size
+    return chosen, len(in_grace) if total > max_size else 0
+
+
+def _still_removable(entry: PruneEntry, cutoff: float, unlinked: bool) -> bool:
+    """Re-check right before unlinking: same file, still unused, still unlinked if required."""
+    try:
+        st = os.lstat(entry.path)
+    except FileNotFoundError:
+        return False
+    unchanged = st.st_mtime == entry.last_used and st.st_mtime < cutoff
+    return unchanged and (not unlinked or st.st_nlink == 1)
+
+
+def prune_cache(
+    cache: BlobCache,
+    *,
+    older_than: float | None,
+    max_size: int | None,
+    unlinked: bool,
+    grace: float,
+    dry_run: bool,
+) -> PruneReport:
+    """Remove blobs by policy, never one used within ``grace`` seconds; sweep stale ingests.
+
+    Policies: ``older_than`` (last used before now - older_than) and
+    ``unlinked`` (no layout hard-links it) select blobs; with no selector all
+    blobs are candidates for ``max_size``, which removes least recently used
+    first until the blobs total at most ``max_size`` bytes. With no policy
+    only stale ingest, lock and quarantine files are swept.
+    """
+    for name, value in (("older_than", older_than), ("max_size", max_size), ("grace", grace)):
+        if value is not None and value < 0:
+            raise InvalidInputError(f"prune: {name} must not be negative, got {value}")
+    cache.check_layout()
+    now = time.time()
+    blobs = [
+        PruneEntry(digest, cache.path(digest), st.st_size, st.st_mtime, st.st_nlink)
+        for digest, st in cache.blobs()
+    ]
+    chosen, kept = _select(
+        blobs, now=now, older_than=older_than, max_size=max_size, unlinked=unlinked, grace=grace
+    )
+    cutoff = now - grace
+    if older_than is not None:
+        cutoff = min(cutoff, now - older_than)
+    removed = []
+    touched_dirs = set()
+    for entry in chosen:
+        if dry_run:
+            removed.append(entry)
+        elif _still_removable(entry, cutoff, unlinked):
+            _remove(entry.path)
+            removed.append(entry)
+            touched_dirs.add(entry.path.parent)
+    for d in touched_dirs:
+        fsync_dir(d)
+    swept = _sweep(cache, now - grace, dry_run)
+    removed_bytes = sum(b.size for b in removed)
+    remaining = sum(b.size for b in blobs) - removed_bytes
+    return PruneReport(
+        root=cache.root,
+        dry_run=dry_run,
+        removed=tuple(removed),
+        removed_bytes=removed_bytes,
+        freed_bytes=sum(b.size for b in removed if b.links == 1),
+        kept_in_grace=kept,
+        remaining_bytes=remaining,
+        max_size=max_size,
+        budget_met=None if max_size is None else remaining <= max_size,
+        swept=tuple(p for p, _ in swept),
+        swept_bytes=sum(n for _, n in swept),
+    )
+
+
+def set_aside(cache: BlobCache, path: Path, expected: os.stat_result, reason: str) -> Path | None:
+    """Move a bad file out of ``blobs/`` into ``quarantine/``; return where it went.
+
+    Only the inode that was examined is moved: if a good blob was published
+    at ``path`` in the meantime, it is put back. Layouts keep their links.
+    """
+    target = cache.quarantine_dir / f"{path.parent.name}-{path.name}.{time.time_ns()}"
+    try:
+        cache.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        os.rename(path, target)
+    except OSError as e:
+        log.warning("%s %s but cannot be moved aside: %s", path, reason, e)
+        return None
+    moved = os.lstat(target)
+    if (moved.st_dev, moved.st_ino) != (expected.st_dev, expected.st_ino):
+        try:  # raced with a fresh publish: restore it
+            os.link(target, path)
+        except FileExistsError:
+            pass
+        os.unlink(target)
+        return None
+    log.warning("%s %s; moved to %s", path, reason, target)
+    return target

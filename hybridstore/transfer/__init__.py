@@ -1,0 +1,1 @@
+"""The copy engine over the endpoint protocol, its worker pools, the registry and layout ends."""

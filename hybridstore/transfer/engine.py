@@ -1,0 +1,373 @@
+"""The graph copy engine: one walk for pull, push and copy.
+
+``copy_graph(src, ref, dst)`` resolves ``ref`` at the source, walks the
+manifest graph (index -> selected manifests -> config and layers; with
+``include_referrers`` also every manifest attached through ``subject``,
+recursively), moves the blobs the destination lacks concurrently, then stores
+the documents children first and the root last under its name. Whatever the
+pair (registry -> layout is a pull, layout -> registry a push, registry ->
+registry or layout -> layout a copy), documents are moved as their exact
+bytes, so every digest is preserved on every hop.
+
+Platforms: a layout keeps an index with only the chosen children (pull
+semantics: default the host platform, ``--all-platforms`` for all). A registry
+must hold every child of an index it stores, so a copy into a registry takes
+the whole index by default, and ``--platform`` picks one child manifest that
+then becomes the target itself (as ``oras copy --platform`` does).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from hybridstore.errors import InvalidInputError, NotFoundError
+from hybridstore.oci import mediatypes as mt
+from hybridstore.oci.model import (
+    Descriptor,
+    Index,
+    Manifest,
+    Platform,
+    host_platform,
+    parse_document,
+)
+from hybridstore.oci.reference import Reference
+from hybridstore.remote.repository import Repository
+from hybridstore.store.cache import BlobCache
+from hybridstore.store.layout import OCILayout
+from hybridstore.transfer.endpoint import (
+    BlobOutcome,
+    Destination,
+    Progress,
+    SchedulingDestination,
+    Source,
+)
+from hybridstore.transfer.layout_endpoint import LayoutDestination
+from hybridstore.transfer.pools import BlobPools, gather
+from hybridstore.transfer.registry_endpoint import RegistrySource
+
+__all__ = [
+    "BlobOutcome",
+    "CopyOptions",
+    "CopyResult",
+    "Progress",
+    "PullOptions",
+    "PullResult",
+    "copy_graph",
+    "pull_graph",
+    "select_platforms",
+]
+
+log = logging.getLogger("hybridstore.transfer.engine")
+
+_MAX_REFERRER_DOCUMENTS = 10_000  # a bound on attached content, against loops and floods
+
+
+@dataclass(frozen=True)
+class CopyOptions:
+    platforms: tuple[Platform, ...] = ()
+    """Wanted platforms of an image index; empty means the host platform for layouts
+    and the whole index for registries."""
+    all_platforms: bool = False
+    concurrency: int = 8
+    include_nondistributable: bool = False
+    ref_name: str | None = None
+    include_referrers: bool = False
+    referrer_types: tuple[str, ...] = ()
+    """With ``include_referrers``: only referrers of these artifact types (all if empty)."""
+
+
+PullOptions = CopyOptions
+
+
+@dataclass
+class CopyResult:
+    reference: str
+    ref_name: str
+    digest: str
+    media_type: str
+    size: int
+    blobs: list[BlobOutcome] = field(default_factory=list)
+    referrers: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def _count(self, action: str) -> int:
+        return sum(1 for b in self.blobs if b.action == action)
+
+    @property
+    def fetched(self) -> int:
+        return sum(1 for b in self.blobs if b.fetched)
+
+    @property
+    def reused(self) -> int:
+        return sum(1 for b in self.blobs if not b.fetched)
+
+    @property
+    def uploaded(self) -> int:
+        return self._count("uploaded")
+
+    @property
+    def mounted(self) -> int:
+        return self._count("mounted")
+
+    @property
+    def present(self) -> int:
+        return self._count("present")
+
+    @property
+    def bytes_transferred(self) -> int:
+        return sum(b.bytes_transferred for b in self.blobs)
+
+    @property
+    def link_modes(self) -> list[str]:
+        return sorted({b.link_mode for b in self.blobs if b.link_mode})
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "reference": self.reference,
+            "ref_name": self.ref_name,
+            "digest": self.digest,
+            "media_type": self.media_type,
+            "size": self.size,
+            "blobs_fetched": self.fetched,
+            "blobs_reused": self.reused,
+            "blobs_uploaded": self.uploaded,
+            "blobs_mounted": self.mounted,
+            "blobs_present": self.present,
+            "bytes_transferred": self.bytes_transferred,
+            "link_modes": self.link_modes,
+            "referrers": list(self.referrers),
+            "seconds": round(self.seconds, 3),
+            "blobs": [b.__dict__ for b in self.blobs],
+        }
+
+
+PullResult = CopyResult
+
+
+def pull_graph(
+    repo: Repository,
+    ref: Reference,
+    cache: BlobCache,
+    layout: OCILayout,
+    options: CopyOptions,
+    progress: Progress | None = None,
+    pools: BlobPools | None = None,
+) -> CopyResult:
+    """Pull ``ref`` from ``repo`` into ``layout`` through ``cache``; tag it last."""
+    dst = LayoutDestination(layout, cache, options.ref_name or str(ref))
+    return copy_graph(
+        RegistrySource(repo, cache),
+        ref.reference,
+        dst,
+        options,
+        progress,
+        pools,
+        reference=str(ref),
+    )
+
+
+@dataclass
+class _Node:
+    desc: Descriptor
+    raw: bytes
+    doc: Manifest | Index
+
+
+@dataclass
+class _Plan:
+    documents: list[_Node] = field(default_factory=list)  # parents before children
+    referrers: list[_Node] = field(default_factory=list)  # each referrer before its children
+    blobs: dict[str, Descriptor] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+
+
+def copy_graph(
+    src: Source,
+    ref: str,
+    dst: Destination,
+    options: CopyOptions,
+    progress: Progress | None = None,
+    pools: BlobPools | None = None,
+    *,
+    reference: str | None = None,
+) -> CopyResult:
+    """Copy what ``ref`` names at ``src`` to ``dst`` (see the module docstring)."""
+    started = time.monotonic()
+    progress = progress or Progress()
+    root = src.resolve(ref)
+    if not dst.keeps_partial_index and mt.is_index(root.media_type):
+        root = _registry_root(src, root, options)
+    plan = _Plan()
+    _walk(src, root, plan, plan.documents, options, dst.keeps_partial_index)
+    if options.include_referrers:
+        _walk_referrers(src, plan, options, dst.keeps_partial_index)
+    result = CopyResult(
+        reference or f"{src.description}:{ref}",
+        dst.name,
+        str(root.digest),
+        root.media_type,
+        root.size,
+    )
+    own_pools = pools is None
+    pools = pools or BlobPools(options.concurrency)
+    try:
+        result.blobs.extend(_put_blobs(src, dst, list(plan.blobs.values()), progress, pools))
+    finally:
+        if own_pools:
+            pools.shutdown(wait=True)
+    # Children before parents, so every stored document is complete; referrers
+    # before the root, whose naming is the last step.
+    head, *children = plan.documents
+    for node in reversed(children):
+        result.blobs.append(dst.put_document(node.desc, node.raw, node.doc, src))
+    for node in reversed(plan.referrers):
+        result.blobs.append(dst.put_document(node.desc, node.raw, node.doc, src))
+        if node.doc.subject is not None:
+            result.referrers.append(str(node.desc.digest))
+    result.blobs.append(dst.put_root(head.desc, head.raw, head.doc, src))
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _put_blobs(
+    src: Source,
+    dst: Destination,
+    blobs: list[Descriptor],
+    progress: Progress,
+    pools: BlobPools,
+) -> list[BlobOutcome]:
+    """Put every blob at ``dst``; the outcomes in ``blobs`` order.
+
+    A ``SchedulingDestination`` (a layout) gets three passes. Blobs this
+    machine already has are placed inline, so a warm pull starts no worker
+    thread. The rest go to the pools with ``try_put_blob``, which defers a blob
+    another process is fetching right now instead of queueing on its lock:
+    eight processes pulling one image spread over its blobs rather than all
+    waiting for the first. Last, the deferred blobs are waited for; most are
+    cache hits by then. Each blob still crosses the network once per machine.
+    """
+    if not isinstance(dst, SchedulingDestination):
+        return gather([pools.submit(dst.put_blob, d, src, progress) for d in blobs])
+    outcomes: list[BlobOutcome | None] = [None] * len(blobs)
+    tried: list[tuple[int, Future[BlobOutcome | None]]] = []
+    try:
+        for i, desc in enumerate(blobs):
+            outcomes[i] = dst.put_local(desc, progress)
+            if outcomes[i] is None:
+                tried.append((i, pools.submit(dst.try_put_blob, desc, src, progress)))
+        for i, future in tried:
+            outcomes[i] = future.result()
+    except BaseException:
+        for _, future in tried:
+            future.cancel()
+        raise
+    deferred = [i for i, outcome in enumerate(outcomes) if outcome is None]
+    if deferred:
+        log.debug(
+            "%d blob(s) were being fetched by another process; waiting for them", len(deferred)
+        )
+    waited = gather([pools.submit(dst.put_blob, blobs[i], src, progress) for i in deferred])
+    for i, outcome in zip(deferred, waited, strict=True):
+        outcomes[i] = outcome
+    done = [o for o in outcomes if o is not None]
+    assert len(done) == len(blobs)  # a waiting put_blob never defers
+    return done
+
+
+def _registry_root(src: Source, root: Descriptor, options: CopyOptions) -> Descriptor:
+    """For a registry destination: the whole index, or the one child ``--platform`` picks."""
+    if options.all_platforms or not options.platforms:
+        return root
+    doc = parse_document(src.document(root), root.media_type)
+    assert isinstance(doc, Index)
+    chosen = select_platforms(doc, options.platforms, all_platforms=False)
+    if len(chosen) != 1:
+        raise InvalidInputError(
+            f"--platform matched {len(chosen)} manifests; a registry destination takes one "
+            "platform (its manifest becomes the target) or the whole index (--all-platforms)"
+        )
+    return chosen[0]
+
+
+def _walk(
+    src: Source,
+    root: Descriptor,
+    plan: _Plan,
+    out: list[_Node],
+    options: CopyOptions,
+    partial: bool,
+) -> None:
+    """Add ``root``'s graph to ``plan``: documents to ``out`` (parents first), blobs once."""
+    stack = [root]
+    while stack:
+        desc = stack.pop()
+        key = str(desc.digest)
+        if key in plan.seen:
+            continue
+        plan.seen.add(key)
+        raw = src.document(desc)
+        doc = parse_document(raw, desc.media_type)
+        out.append(_Node(desc, raw, doc))
+        if isinstance(doc, Index):
+            if partial:
+                kids = select_platforms(doc, options.platforms, options.all_platforms)
+            else:
+                kids = list(doc.manifests)
+            stack.extend(reversed(kids))
+        else:
+            for child in _image_blobs(doc, options.include_nondistributable):
+                plan.blobs.setdefault(str(child.digest), child)
+
+
+def _walk_referrers(src: Source, plan: _Plan, options: CopyOptions, partial: bool) -> None:
+    """Add everything attached to the planned manifests through ``subject``, recursively."""
+    queue = [n.desc for n in plan.documents]
+    while queue:
+        subject = queue.pop(0)
+        for found in src.referrers(subject, options.referrer_types):
+            if str(found.digest) in plan.seen:
+                continue
+            if len(plan.seen) > _MAX_REFERRER_DOCUMENTS:
+                raise InvalidInputError(
+                    f"more than {_MAX_REFERRER_DOCUMENTS} documents with referrers; "
+                    "narrow them with --referrer-type"
+                )
+            before = len(plan.referrers)
+            _walk(src, found, plan, plan.referrers, options, partial)
+            queue.extend(n.desc for n in plan.referrers[before:])
+
+
+def select_platforms(
+    index: Index, wanted: Sequence[Platform], all_platforms: bool
+) -> list[Descriptor]:
+    """Children of an index to take: all for artifacts or ``all_platforms``, else those
+    matching ``wanted`` (default: the host platform)."""
+    children = list(index.manifests)
+    with_platform = [d for d in children if d.platform is not None]
+    if all_platforms or not with_platform:
+        return children
+    want = tuple(wanted) or (host_platform(),)
+    chosen = [d for d in with_platform if any(w.matches(d.platform) for w in want if d.platform)]
+    if not chosen:
+        have = ", ".join(sorted({str(d.platform) for d in with_platform}))
+        asked = ", ".join(str(w) for w in want)
+        raise NotFoundError(
+            f"no manifest for platform {asked} in the index (available: {have}); "
+            "use --platform or --all-platforms"
+        )
+    return chosen
+
+
+def _image_blobs(doc: Manifest, include_nondistributable: bool) -> list[Descriptor]:
+    out = []
+    for child in doc.children():
+        foreign = child.urls and child.media_type in mt.NON_DISTRIBUTABLE_LAYERS
+        if foreign and not include_nondistributable:
+            log.info("skipping non-distributable layer %s", child.digest.short)
+            continue
+        out.append(child)
+    return out
