@@ -27,10 +27,10 @@ from pathlib import Path
 from types import TracebackType
 
 from hybridstore.errors import InvalidInputError
+from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import Platform
 from hybridstore.remote.clients import RegistryClients
 from hybridstore.remote.credentials import Credential
-from hybridstore.remote.repository import DEFAULT_MANIFEST_LIMIT
 from hybridstore.remote.transport import TransportOptions
 from hybridstore.remote.upload import UploadOptions
 from hybridstore.store.cache import BlobCache
@@ -85,7 +85,7 @@ class Copier:
         credential: Credential | None = None,
         link_mode: LinkMode | str | None = None,
         upload: UploadOptions | None = None,
-        manifest_limit: int = DEFAULT_MANIFEST_LIMIT,
+        manifest_limit: int = MAX_DOCUMENT_BYTES,
         progress: Progress | None = None,
     ) -> None:
         self.options = options
@@ -194,7 +194,7 @@ def copy(
     transport: TransportOptions | None = None,
     credential: Credential | None = None,
     upload: UploadOptions | None = None,
-    manifest_limit: int = DEFAULT_MANIFEST_LIMIT,
+    manifest_limit: int = MAX_DOCUMENT_BYTES,
     progress: Progress | None = None,
 ) -> CopyResult:
     """Copy ``src`` to ``dst`` (``docker://REF``, ``REF``, ``oci://REF``, ``oci:PATH[:NAME]``).

@@ -33,7 +33,8 @@ from hybridstore.archive.untar import UntarLimits, untar
 from hybridstore.errors import InvalidDocumentError, NotFoundError, UnsafePathError
 from hybridstore.fs.safepath import ConfinedDir, check_relative_path
 from hybridstore.oci.digest import DigestVerifier
-from hybridstore.oci.helm import CONFIG_LIMIT, ChartInfo, chart_info, chart_layers, is_chart
+from hybridstore.oci.helm import ChartInfo, chart_info, chart_layers, is_chart
+from hybridstore.oci.limits import MAX_CHART_CONFIG_BYTES, MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import (
     ANNOTATION_TITLE,
     Descriptor,
@@ -43,7 +44,6 @@ from hybridstore.oci.model import (
     parse_document,
 )
 from hybridstore.remote.credentials import Credential
-from hybridstore.remote.repository import DEFAULT_MANIFEST_LIMIT
 from hybridstore.remote.transport import TransportOptions
 from hybridstore.store.cache import CHUNK_SIZE, BlobCache
 from hybridstore.transfer.endpoint import Progress, Source
@@ -103,7 +103,7 @@ def extract(
     cache: str | os.PathLike[str] | BlobCache | None = None,
     transport: TransportOptions | None = None,
     credential: Credential | None = None,
-    manifest_limit: int = DEFAULT_MANIFEST_LIMIT,
+    manifest_limit: int = MAX_DOCUMENT_BYTES,
     limits: UntarLimits | None = None,
 ) -> ExtractResult:
     """Extract ``ref`` (from a registry, or the layout ref ``ref`` of ``layout``) into
@@ -121,7 +121,7 @@ def extract(
         desc, doc = _manifest(src, src.resolve(opened.ref), platform)
         result = ExtractResult(opened.display, str(desc.digest), str(output))
         if is_chart(doc):
-            result.chart = chart_info(src.read_blob(doc.config, CONFIG_LIMIT))
+            result.chart = chart_info(src.read_blob(doc.config, MAX_CHART_CONFIG_BYTES))
             jobs = _chart_jobs(doc, result.chart, untar_chart)
         else:
             jobs = _file_jobs(doc, result)

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hybridstore.errors import InvalidInputError
-from hybridstore.oci.helm import CONFIG_LIMIT, ChartInfo, chart_info, is_chart
+from hybridstore.oci.helm import ChartInfo, chart_info, is_chart
+from hybridstore.oci.limits import MAX_CHART_CONFIG_BYTES, MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import Descriptor, Index, Manifest, Platform, parse_document
 from hybridstore.remote.credentials import Credential
-from hybridstore.remote.repository import DEFAULT_MANIFEST_LIMIT
 from hybridstore.remote.transport import TransportOptions
 from hybridstore.transfer.engine import select_platforms
 from hybridstore.transfer.open import open_source
@@ -66,7 +66,7 @@ def inspect(
     with_config: bool = False,
     transport: TransportOptions | None = None,
     credential: Credential | None = None,
-    manifest_limit: int = DEFAULT_MANIFEST_LIMIT,
+    manifest_limit: int = MAX_DOCUMENT_BYTES,
 ) -> InspectResult:
     """Describe ``ref`` (a registry reference, or the ref ``ref`` of ``layout``)."""
     with open_source(
@@ -94,7 +94,7 @@ def inspect(
                 )
             return result
         if with_config or is_chart(doc):
-            result.config = src.read_blob(doc.config, CONFIG_LIMIT)
+            result.config = src.read_blob(doc.config, MAX_CHART_CONFIG_BYTES)
         if is_chart(doc):
             assert result.config is not None
             result.chart = chart_info(result.config)

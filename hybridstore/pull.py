@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from hybridstore.errors import HybridstoreError
+from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import Platform
 from hybridstore.oci.reference import Reference
 from hybridstore.remote.clients import RegistryClients
 from hybridstore.remote.credentials import Credential
-from hybridstore.remote.repository import DEFAULT_MANIFEST_LIMIT
 from hybridstore.remote.transport import TransportOptions
 from hybridstore.store.cache import BlobCache
 from hybridstore.store.layout import OCILayout
@@ -71,7 +71,7 @@ def pull_many(
     referrer_types: Sequence[str] = (),
     transport: TransportOptions | None = None,
     credential: Credential | None = None,
-    manifest_limit: int = DEFAULT_MANIFEST_LIMIT,
+    manifest_limit: int = MAX_DOCUMENT_BYTES,
     progress: Progress | None = None,
 ) -> list[PullResult]:
     """Pull each reference into ``layout`` through the shared ``cache``.

@@ -23,11 +23,11 @@ from typing import Any
 
 from hybridstore.copy import Copier, copy_options
 from hybridstore.errors import InvalidInputError
+from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import Platform
 from hybridstore.oci.reference import Reference
-from hybridstore.referrers import is_fallback_tag
+from hybridstore.oci.referrers import is_fallback_tag
 from hybridstore.remote.credentials import Credential
-from hybridstore.remote.repository import DEFAULT_MANIFEST_LIMIT
 from hybridstore.remote.transport import TransportOptions
 from hybridstore.remote.upload import UploadOptions
 from hybridstore.store.cache import BlobCache
@@ -126,7 +126,7 @@ def push_many(
     transport: TransportOptions | None = None,
     credential: Credential | None = None,
     upload: UploadOptions | None = None,
-    manifest_limit: int = DEFAULT_MANIFEST_LIMIT,
+    manifest_limit: int = MAX_DOCUMENT_BYTES,
     progress: Progress | None = None,
 ) -> list[CopyResult]:
     """Push each ``(ref name, target or None)`` of ``layout``; one pool, one HTTP client."""

@@ -27,6 +27,7 @@ from hybridstore.errors import (
 )
 from hybridstore.store.cache import BlobCache
 from hybridstore.store.layout import OCILayout
+from hybridstore.store.layout_check import verify_layout
 
 HYBRIDSTORE = [sys.executable, "-m", "hybridstore.cli"]
 IMAGE = "registry.example.com/team/app:1.0"
@@ -97,7 +98,7 @@ def test_round_trip_preserves_every_digest(
         hexpart = digest.split(":")[1]
         data = (tmp_path / "dest" / "blobs/sha256" / hexpart).read_bytes()
         assert hashlib.sha256(data).hexdigest() == hexpart
-    assert OCILayout.open(tmp_path / "dest").verify().ok
+    assert verify_layout(OCILayout.open(tmp_path / "dest")).ok
     assert "hardlink" in result.link_modes or "reflink" in result.link_modes
 
 
@@ -175,7 +176,7 @@ def test_sparse_index_round_trips(sample: LayoutBuilder, tmp_path: Path, tmp_cac
     result = import_archive(archive, tmp_path / "dest", cache=tmp_cache)
     assert result.refs[0][1].digest.encoded == index.manifest.hex
     assert blob_names(tmp_path / "dest") == reachable(sample, INDEX) - set(dropped.blobs)
-    report = OCILayout.open(tmp_path / "dest").verify()
+    report = verify_layout(OCILayout.open(tmp_path / "dest"))
     assert report.ok and report.absent == [dropped.digest]
     sample.blob_path(index.images[0].layers[0].digest).unlink()  # a kept child must be whole
     with pytest.raises(NotFoundError, match="is not in layout"):
@@ -315,7 +316,7 @@ def test_imports_archives_written_by_skopeo(
     assert refs_of(tmp_path / "dest") == {IMAGE: sample.refs[IMAGE].digest}
     import_archive(unnamed, tmp_path / "dest", cache=tmp_cache, ref_name="charts/demo:0.1.0")
     assert refs_of(tmp_path / "dest")["charts/demo:0.1.0"] == sample.refs[CHART].digest
-    assert OCILayout.open(tmp_path / "dest").verify().ok
+    assert verify_layout(OCILayout.open(tmp_path / "dest")).ok
 
 
 def test_import_through_an_existing_cache_reuses_blobs(
@@ -332,4 +333,4 @@ def test_import_through_an_existing_cache_reuses_blobs(
         cached = tmp_cache / "blobs/sha256" / some
         assert os.stat(a).st_ino == os.stat(b).st_ino == os.stat(cached).st_ino
     shutil.rmtree(tmp_path / "a")
-    assert OCILayout.open(tmp_path / "b").verify().ok
+    assert verify_layout(OCILayout.open(tmp_path / "b")).ok

@@ -20,6 +20,7 @@ from hybridstore.errors import (
 )
 from hybridstore.oci.digest import Digest
 from hybridstore.store.cache import LAYOUT_FILE, BlobCache, IngestResult
+from hybridstore.store.cache_admin import cache_info
 
 HEX = "a" * 64
 
@@ -124,7 +125,7 @@ def test_newer_layout_version_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="newer"):
         cache.exists(Digest.of_bytes(b"x"))
     with pytest.raises(StorageError, match="newer"):
-        cache.info()
+        cache_info(cache)
     assert not (tmp_path / "blobs").exists()
 
 

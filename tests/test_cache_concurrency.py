@@ -29,6 +29,7 @@ from test_cache_support import (
 
 from hybridstore.oci.digest import Digest
 from hybridstore.store.cache import BlobCache, IngestResult
+from hybridstore.store.cache_admin import prune_cache
 
 DAY = 86400.0
 
@@ -198,7 +199,7 @@ def test_prune_during_an_ingest_loop(tmp_path: Path) -> None:
             )
         ):
             started = time.time()
-            report = cache.prune(grace=grace, **kwargs)  # type: ignore[arg-type]
+            report = prune_cache(cache, grace=grace, **kwargs)  # type: ignore[arg-type]
             for entry in report.removed:
                 assert entry.last_used < started - grace, f"{entry.digest} was used recently"
             if not report.dry_run:
@@ -226,7 +227,7 @@ def test_prune_never_breaks_an_open_reader(tmp_path: Path) -> None:
     os.utime(cache.path(d), (1, 1))
     with cache.open(d) as f:
         head = f.read(1000)
-        assert [e.digest for e in cache.prune(older_than=0, grace=0).removed] == [d]
+        assert [e.digest for e in prune_cache(cache, older_than=0, grace=0).removed] == [d]
         assert not cache.exists(d)
         assert head + f.read() == data
 

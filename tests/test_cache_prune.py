@@ -20,6 +20,7 @@ from test_cache_support import (
 from hybridstore.errors import InvalidInputError
 from hybridstore.oci.digest import Digest
 from hybridstore.store.cache import BlobCache
+from hybridstore.store.cache_admin import cache_info, disk_usage, prune_cache, verify_cache
 
 DAY = 86400.0
 
@@ -47,7 +48,7 @@ def test_older_than_removes_only_old_blobs(tmp_path: Path) -> None:
     old = add(cache, "old", age_days=10)
     recent = add(cache, "recent", age_days=2)
     new = add(cache, "new")
-    report = cache.prune(older_than=7 * DAY)
+    report = prune_cache(cache, older_than=7 * DAY)
     assert [e.digest for e in report.removed] == [old]
     assert present(cache) == {recent, new}
     assert report.removed_bytes == report.freed_bytes == 10_000
@@ -57,19 +58,19 @@ def test_older_than_removes_only_old_blobs(tmp_path: Path) -> None:
 def test_no_policy_removes_no_blob(tmp_path: Path) -> None:
     cache = BlobCache(tmp_path)
     old = add(cache, "old", age_days=100)
-    assert cache.prune(grace=0).removed == () and present(cache) == {old}
+    assert prune_cache(cache, grace=0).removed == () and present(cache) == {old}
 
 
 def test_grace_period_protects_recent_use_even_from_max_size(tmp_path: Path) -> None:
     cache = BlobCache(tmp_path)
     old = add(cache, "old", age_days=3)
     fresh = add(cache, "fresh")
-    report = cache.prune(max_size=0, grace=3600)
+    report = prune_cache(cache, max_size=0, grace=3600)
     assert [e.digest for e in report.removed] == [old]
     assert present(cache) == {fresh}
     assert report.kept_in_grace == 1 and report.budget_met is False
     cache.touch(fresh)
-    assert cache.prune(older_than=0, grace=3600).removed == ()
+    assert prune_cache(cache, older_than=0, grace=3600).removed == ()
 
 
 def test_max_size_evicts_least_recently_used_first(tmp_path: Path) -> None:
@@ -77,7 +78,7 @@ def test_max_size_evicts_least_recently_used_first(tmp_path: Path) -> None:
     ds = [add(cache, f"b{i}", size=1000, age_days=10 - i) for i in range(5)]  # b0 oldest
     cache.touch(ds[0])  # now the most recently used
     age(cache.path(ds[0]), 0.5)
-    report = cache.prune(max_size=2500, grace=0)
+    report = prune_cache(cache, max_size=2500, grace=0)
     assert [e.digest for e in report.removed] == [ds[1], ds[2], ds[3]]
     assert present(cache) == {ds[0], ds[4]} and report.budget_met is True
     assert report.remaining_bytes == 2000
@@ -88,11 +89,11 @@ def test_unlinked_keeps_blobs_a_layout_links(tmp_path: Path) -> None:
     linked = add(cache, "linked", age_days=10)
     loose = add(cache, "loose", age_days=10)
     os.link(cache.path(linked), tmp_path / "layout-blob")
-    report = cache.prune(unlinked=True, grace=0)
+    report = prune_cache(cache, unlinked=True, grace=0)
     assert [e.digest for e in report.removed] == [loose]
     assert present(cache) == {linked}
     # Without --unlinked the linked blob goes too, but that frees nothing: the layout keeps it.
-    report = cache.prune(older_than=DAY, grace=0)
+    report = prune_cache(cache, older_than=DAY, grace=0)
     assert [e.digest for e in report.removed] == [linked] and report.freed_bytes == 0
     assert (tmp_path / "layout-blob").read_bytes() == seeded_bytes("linked", 10_000)
 
@@ -111,7 +112,7 @@ def test_blob_used_after_planning_is_not_removed(
         return real(entry, cutoff, unlinked)
 
     monkeypatch.setattr(admin, "_still_removable", used_meanwhile)
-    assert cache.prune(older_than=DAY, grace=0).removed == ()
+    assert prune_cache(cache, older_than=DAY, grace=0).removed == ()
     assert present(cache) == {d}
 
 
@@ -138,7 +139,7 @@ def test_stale_ingest_lock_and_quarantine_files_are_swept(tmp_path: Path) -> Non
     files = _stale_files(cache)
     young = cache.ingest_dir / "sha256-young.tmp"
     young.write_bytes(b"in progress")
-    report = cache.prune(grace=3600)
+    report = prune_cache(cache, grace=3600)
     assert set(report.swept) == set(files.values()) and report.swept_bytes == 500
     assert not any(p.exists() for p in files.values())
     assert young.exists()
@@ -154,14 +155,14 @@ def test_a_partial_whose_lock_is_held_is_not_swept(tmp_path: Path) -> None:
     holder = spawn("hold-lock", str(tmp_path), str(d))
     try:
         expect_line(holder, "locked")
-        assert cache.prune(grace=60, dry_run=True).swept == ()
-        assert cache.prune(grace=60).swept == ()
+        assert prune_cache(cache, grace=60, dry_run=True).swept == ()
+        assert prune_cache(cache, grace=60).swept == ()
         assert partial.exists()
     finally:
         tell(holder, "release")
         expect_line(holder, "released")
         reap([holder])
-    assert cache.prune(grace=60).swept == (partial,)
+    assert prune_cache(cache, grace=60).swept == (partial,)
 
 
 def test_dry_run_changes_nothing(tmp_path: Path) -> None:
@@ -171,20 +172,20 @@ def test_dry_run_changes_nothing(tmp_path: Path) -> None:
     _stale_files(cache)
     before = tree_snapshot(tmp_path)
     plans = [
-        cache.prune(older_than=DAY, grace=0, dry_run=True),
-        cache.prune(max_size=0, grace=0, dry_run=True),
-        cache.prune(unlinked=True, grace=0, dry_run=True),
+        prune_cache(cache, older_than=DAY, grace=0, dry_run=True),
+        prune_cache(cache, max_size=0, grace=0, dry_run=True),
+        prune_cache(cache, unlinked=True, grace=0, dry_run=True),
     ]
     assert tree_snapshot(tmp_path) == before
     assert [len(p.removed) for p in plans] == [3, 3, 2] and all(len(p.swept) == 5 for p in plans)
     assert plans[0].removed_bytes == 30_000 and plans[0].freed_bytes == 20_000
-    real = cache.prune(older_than=DAY, grace=0)
+    real = prune_cache(cache, older_than=DAY, grace=0)
     assert {e.digest for e in real.removed} == set(ds) and set(real.swept) == set(plans[0].swept)
 
 
 def test_negative_policy_values_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="grace"):
-        BlobCache(tmp_path).prune(grace=-1)
+        prune_cache(BlobCache(tmp_path), grace=-1)
 
 
 def test_verify_finds_and_repairs_corrupt_blobs(tmp_path: Path) -> None:
@@ -201,36 +202,36 @@ def test_verify_finds_and_repairs_corrupt_blobs(tmp_path: Path) -> None:
     cache.partial_path(good).write_bytes(b"abc")
     age(cache.partial_path(good), 1)
     assert cache.exists(bad, 300_000)  # the cheap check cannot see it
-    report = cache.verify()
+    report = verify_cache(cache)
     assert not report.ok and report.checked == 2 and report.checked_bytes == 600_000
     [corrupt] = report.corrupt
     assert corrupt.digest == bad and corrupt.links == 1 and "hashes to sha256:" in corrupt.reason
     assert report.unknown == (cache.blobs_dir / "sha256" / "junk",)
     assert [e.kind for e in report.stale_ingests] == ["partial"]
     assert path.exists()  # reporting changes nothing
-    repaired = cache.verify(repair=True)
+    repaired = verify_cache(cache, repair=True)
     assert repaired.ok and repaired.corrupt[0].quarantined_to is not None
     assert not path.exists() and present(cache) == {good}
     assert (
         repaired.corrupt[0].quarantined_to.read_bytes() == (tmp_path / "layout-copy").read_bytes()
     )
-    assert cache.verify().ok
+    assert verify_cache(cache).ok
 
 
 def test_info_and_disk_usage(tmp_path: Path) -> None:
     cache = BlobCache(tmp_path / "cache")
-    empty = BlobCache(tmp_path / "never").info()
+    empty = cache_info(BlobCache(tmp_path / "never"))
     assert (empty.exists, empty.blob_count, empty.layout_version) == (False, 0, None)
     shared = add(cache, "shared", size=5000)
     add(cache, "alone", size=7000)
     os.link(cache.path(shared), tmp_path / "layout-blob")
     cache.partial_path(Digest.of_bytes(b"p")).write_bytes(b"x" * 300)
-    info = cache.info()
+    info = cache_info(cache)
     assert (info.blob_count, info.blob_bytes) == (2, 12_000)
     assert (info.shared_count, info.shared_bytes) == (1, 5000)
     assert (info.partial_count, info.partial_bytes) == (1, 300)
     assert info.layout_version == 1 and info.locks_trusted and info.exists
-    du = cache.disk_usage()
+    du = disk_usage(cache)
     areas = {a.name: a for a in du.areas}
     assert (areas["blobs"].files, areas["blobs"].bytes) == (2, 12_000)
     assert (areas["ingest"].files, areas["ingest"].bytes) == (1, 300)

@@ -24,6 +24,7 @@ from hybridstore.remote.clients import RegistryClients
 from hybridstore.remote.transport import TransportOptions
 from hybridstore.store.cache import BlobCache, IngestResult
 from hybridstore.store.layout import OCILayout
+from hybridstore.store.layout_check import verify_layout
 from hybridstore.transfer.endpoint import BlobOutcome, Progress
 from hybridstore.transfer.engine import CopyOptions, pull_graph
 from hybridstore.transfer.pools import BlobPools
@@ -163,7 +164,7 @@ def test_a_pull_fetches_what_nobody_else_is_fetching_first(
     ]
     assert gets == [layer, config]
     assert progress.started == [layer, config]
-    assert result.fetched == 3 and OCILayout.open(tmp_path / "dest").verify().ok
+    assert result.fetched == 3 and verify_layout(OCILayout.open(tmp_path / "dest")).ok
 
 
 class _CountingPools(BlobPools):
@@ -202,4 +203,4 @@ def test_a_warm_pull_places_every_blob_without_worker_threads(
         clients.close()
     assert pools.submitted == 0
     assert result.fetched == 0 and {b.action for b in result.blobs} == {"linked"}
-    assert OCILayout.open(tmp_path / "second").verify().ok
+    assert verify_layout(OCILayout.open(tmp_path / "second")).ok

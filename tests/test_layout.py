@@ -20,6 +20,7 @@ from hybridstore.errors import (
 from hybridstore.oci.digest import Digest
 from hybridstore.oci.model import ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Descriptor
 from hybridstore.store.layout import INDEX_LOCK_FILE, OCILayout
+from hybridstore.store.layout_check import gc_layout, verify_layout
 
 FULL = "registry.example.com/charts/app:1.2.3"
 
@@ -108,7 +109,7 @@ def test_unknown_files_and_media_types_are_tolerated_and_kept(tmp_path: Path) ->
     after = _index(tmp_path)
     assert after["annotations"] == {"org.example.top": "level"}
     assert strange in after["manifests"]  # type: ignore[operator]
-    report = layout.verify()
+    report = verify_layout(layout)
     assert "manifest.json" in report.foreign
     assert "blobs/sha256/README" in report.foreign
     assert report.absent == [] and img.digest not in report.unreferenced
@@ -171,7 +172,7 @@ def test_duplicate_names_with_different_digests_are_a_conflict(tmp_path: Path) -
     layout = OCILayout.open(tmp_path)
     with pytest.raises(ConflictError, match="different digests"):
         layout.resolve("x")
-    assert any("'x'" in p for p in layout.verify().problems)
+    assert any("'x'" in p for p in verify_layout(layout).problems)
     layout.tag(_desc(one.descriptor()), "x")  # the fix the message names
     assert _names(tmp_path) == ["x"]
 
@@ -250,7 +251,7 @@ def test_a_symlink_planted_at_index_json_is_refused(tmp_path: Path) -> None:
         lambda: layout.tag(_desc(img.descriptor()), "x"),
         lambda: layout.refs(),
         lambda: layout.untag("x"),
-        lambda: layout.gc(grace=0),
+        lambda: gc_layout(layout, grace=0),
         lambda: OCILayout.open(root),
         lambda: OCILayout.create(root),
     ):
@@ -289,7 +290,7 @@ def test_symlinked_blob_directories_are_refused(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="blobs/sha256 is a symlink"):
         layout.exists(_desc(img.descriptor()))
     layout.tag_many([])  # index.json itself is fine
-    assert "blobs/sha256 is a symlink" in OCILayout.open(root).verify().problems
+    assert "blobs/sha256 is a symlink" in verify_layout(OCILayout.open(root)).problems
     assert sorted(p.name for p in elsewhere.iterdir()) == before
 
     (root / "blobs" / "sha256").unlink()
@@ -314,7 +315,7 @@ def _full_layout(root: Path) -> LayoutBuilder:
 
 def test_verify_a_sound_layout(tmp_path: Path) -> None:
     b = _full_layout(tmp_path)
-    report = OCILayout.open(tmp_path).verify()
+    report = verify_layout(OCILayout.open(tmp_path))
     assert report.ok, report.problems
     blob_files = [p for p in (tmp_path / "blobs" / "sha256").iterdir()]
     assert report.blobs_checked == len(blob_files)
@@ -329,7 +330,7 @@ def test_verify_finds_corrupt_short_and_missing_blobs(tmp_path: Path) -> None:
     corrupt.write_bytes(b"\0" * img.layers[0].size)  # same size, wrong bytes
     short.write_bytes(img.layers[1].data[:-1])
     gone.unlink()
-    report = OCILayout.open(tmp_path).verify()
+    report = verify_layout(OCILayout.open(tmp_path))
     assert not report.ok
     text = "\n".join(report.problems)
     assert f"blobs/sha256/{img.layers[0].hex} is corrupt" in text
@@ -356,7 +357,7 @@ def test_verify_validates_documents_and_reports_sparse_and_unreferenced(tmp_path
         }
     )
     (tmp_path / "index.json").write_bytes(canonical_json(doc))
-    report = OCILayout.open(tmp_path).verify()
+    report = verify_layout(OCILayout.open(tmp_path))
     assert report.absent == [arm.digest]
     assert any("broken" not in p and bad.name in p for p in report.problems), report.problems
     assert set(report.unreferenced) == set(stray.blobs)
@@ -369,7 +370,7 @@ def test_verify_reports_a_symlinked_blob(tmp_path: Path) -> None:
     moved = tmp_path / "config"
     target.rename(moved)
     target.symlink_to(moved)
-    report = OCILayout.open(tmp_path / "l").verify()
+    report = verify_layout(OCILayout.open(tmp_path / "l"))
     assert any("is a symlink" in p for p in report.problems)
 
 
@@ -399,28 +400,28 @@ def test_gc_removes_exactly_the_unreachable_blobs(tmp_path: Path) -> None:
     assert set(drop.layers[-1:]) and {drop.digest, sbom_drop.digest} <= expected
     assert base.layers[0].digest not in expected  # shared with "keep"
     before = _files(tmp_path)
-    dry = layout.gc(dry_run=True, grace=0)
+    dry = gc_layout(layout, dry_run=True, grace=0)
     assert {d for d, _ in dry.removed} == expected
     assert dry.temp_files_removed == ["blobs/sha256/.hybridstore-tmp-abc-1-ff"]
     assert _files(tmp_path) == before
 
-    young = layout.gc()  # default grace: everything here was just written
+    young = gc_layout(layout)  # default grace: everything here was just written
     assert young.removed == [] and set(young.kept_recent) == expected
     assert _files(tmp_path) == before
 
-    report = layout.gc(grace=0)
+    report = gc_layout(layout, grace=0)
     assert {d for d, _ in report.removed} == expected
     assert report.bytes_freed == sum(s for _, s in report.removed) > 0
     assert _files(tmp_path) == before - {d.split(":")[1] for d in expected} - {stale_tmp.name}
-    after = layout.verify()
+    after = verify_layout(layout)
     assert after.ok and after.unreferenced == []
-    assert layout.gc(grace=0).removed == []
+    assert gc_layout(layout, grace=0).removed == []
 
 
 def test_gc_keeps_what_a_tagged_referrer_points_at(tmp_path: Path) -> None:
     b = LayoutBuilder(tmp_path)
     img = b.image(None, layers=1)
     sig = b.referrer(img, "signature")  # only the referrer is tagged
-    report = OCILayout.open(tmp_path).gc(grace=0)
+    report = gc_layout(OCILayout.open(tmp_path), grace=0)
     assert report.removed == []
     assert set(img.blobs) | set(sig.blobs) <= {"sha256:" + n for n in _files(tmp_path)}

@@ -19,6 +19,7 @@ from hybridstore.oci.digest import Digest
 from hybridstore.oci.model import Descriptor
 from hybridstore.store.cache import BlobCache
 from hybridstore.store.layout import OCILayout
+from hybridstore.store.layout_check import gc_layout, verify_layout
 
 NAME = "registry.example.com/test/app:1.0"
 
@@ -93,7 +94,7 @@ def test_skopeo_and_umoci_read_a_hybridstore_layout(tmp_path: Path) -> None:
     umoci("unpack", "--image", f"{layout_dir}:{NAME}", str(bundle))
     files = _rootfs_files(bundle)
     assert {k: files.get(k) for k in img.files} == dict(img.files)
-    assert OCILayout.open(layout_dir).verify().ok  # the peers changed nothing we care about
+    assert verify_layout(OCILayout.open(layout_dir)).ok  # the peers changed nothing we care about
 
 
 # --- peers -> hybridstore --------------------------------------------------------------------
@@ -115,7 +116,7 @@ def test_a_umoci_layout_is_verified_retagged_and_gced_without_loss(tmp_path: Pat
 
     layout = OCILayout.open(lay)
     assert set(layout.refs()) == {"v1", "v2"}
-    report = layout.verify()
+    report = verify_layout(layout)
     assert report.ok, report.problems
     orphans = set(report.unreferenced)
     assert len(orphans) >= 3  # old manifests and configs umoci left behind
@@ -124,11 +125,11 @@ def test_a_umoci_layout_is_verified_retagged_and_gced_without_loss(tmp_path: Pat
 
     layout.tag(v1, NAME)
     layout.untag("v2")
-    gc = layout.gc(grace=0)
+    gc = gc_layout(layout, grace=0)
     assert {d for d, _ in gc.removed} == orphans
     assert keep <= _reachable(layout)
     assert all(layout.exists(d) for d in layout.walk(v1))
-    after = layout.verify()
+    after = verify_layout(layout)
     assert after.ok and after.unreferenced == []
 
     bundle = tmp_path / "bundle"
@@ -151,7 +152,7 @@ def test_a_skopeo_layout_is_verified_retagged_and_gced_without_loss(tmp_path: Pa
 
     layout = OCILayout.open(lay)
     assert set(layout.refs()) == {"latest", "other"}
-    report = layout.verify()
+    report = verify_layout(layout)
     assert report.ok, report.problems
     assert report.unreferenced == []
     latest = layout.resolve("latest")
@@ -160,11 +161,11 @@ def test_a_skopeo_layout_is_verified_retagged_and_gced_without_loss(tmp_path: Pa
     layout.tag(latest, NAME)
     removed_ref = layout.untag("other")
     assert removed_ref.digest == Digest.parse(other.digest)
-    gc = layout.gc(grace=0)
+    gc = gc_layout(layout, grace=0)
     unique = {other.digest, other.config.digest, other.layers[-1].digest}
     assert {d for d, _ in gc.removed} == unique
     assert all(layout.exists(d) for d in layout.walk(latest))
-    assert layout.verify().ok
+    assert verify_layout(layout).ok
 
     for ref in (NAME, "latest"):
         assert _inspect(lay, ref)["Digest"] == app.digest

@@ -23,6 +23,7 @@ from hybridstore.oci.model import Descriptor
 from hybridstore.store import linking
 from hybridstore.store.cache import BlobCache
 from hybridstore.store.layout import OCILayout
+from hybridstore.store.layout_check import verify_layout
 from hybridstore.store.linking import LinkMode
 
 NAME = "registry.example.com/test/app:1.0"
@@ -99,7 +100,7 @@ def test_push_goes_through_the_cache_and_hardlinks(tmp_path: Path, scratch: Layo
 
     # The cache goes away entirely (prune, rm -rf): the layout does not care.
     shutil.rmtree(cache.root)
-    report = OCILayout.open(tmp_path / "layout").verify()
+    report = verify_layout(OCILayout.open(tmp_path / "layout"))
     assert report.ok, report.problems
     assert report.blobs_checked == len(_blobs(img))
 
@@ -162,7 +163,7 @@ def test_emlink_on_the_shared_tiny_blob_copies_only_that_blob(
         d = Digest.parse(other)
         assert _ino(layout.blob_path(d)) == _ino(cache.path(d))
     layout.tag(Descriptor.from_json(art.descriptor()), "artifact")
-    assert layout.verify().ok
+    assert verify_layout(layout).ok
 
 
 # --- across filesystems ----------------------------------------------------------------------
@@ -186,7 +187,7 @@ def test_across_filesystems_auto_copies_with_one_warning(
         path = layout.blob_path(Digest.parse(blob.digest))
         assert path.read_bytes() == blob.data
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o444
-    assert layout.verify().ok
+    assert verify_layout(layout).ok
 
 
 def test_across_filesystems_hardlink_fails_clearly(
@@ -240,7 +241,7 @@ def test_reflink_on_xfs_makes_read_only_clones(
     with open(layer, "r+b") as f:
         f.write(b"\xff" * 4096)
     assert cache.path(Digest.parse(img.layers[0].digest)).read_bytes() == img.layers[0].data
-    assert not layout.verify().ok
+    assert not verify_layout(layout).ok
 
 
 def test_auto_on_xfs_picks_reflink(xfs: Path, scratch: LayoutBuilder) -> None:
@@ -249,7 +250,7 @@ def test_auto_on_xfs_picks_reflink(xfs: Path, scratch: LayoutBuilder) -> None:
     img = scratch.image(None, layers=1)
     _push(layout, img)
     assert layout.linker.decided is LinkMode.REFLINK
-    assert layout.verify().ok
+    assert verify_layout(layout).ok
 
 
 def test_link_blob_takes_a_found_cache_file_and_reports_one_pruned_since(tmp_path: Path) -> None:

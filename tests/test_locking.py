@@ -20,6 +20,7 @@ from hybridstore.fs.locking import FileLock
 from hybridstore.oci.digest import Digest
 from hybridstore.oci.model import Descriptor
 from hybridstore.store.cache import BlobCache
+from hybridstore.store.cache_admin import prune_cache
 from hybridstore.store.layout import OCILayout
 
 
@@ -161,7 +162,7 @@ def test_prune_sweeps_stale_lock_files_where_flock_is_missing(tmp_path: Path) ->
     stale.write_bytes(b"")
     an_hour_ago = stale.stat().st_mtime - 7200
     os.utime(stale, (an_hour_ago, an_hour_ago))
-    assert cache.prune(grace=3600, dry_run=True).swept == (stale,)
+    assert prune_cache(cache, grace=3600, dry_run=True).swept == (stale,)
     assert stale.exists()
-    assert cache.prune(grace=3600).swept == (stale,)
+    assert prune_cache(cache, grace=3600).swept == (stale,)
     assert not stale.exists()

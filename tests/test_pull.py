@@ -19,6 +19,7 @@ from hybridstore.errors import DigestMismatchError, NetworkError, NotFoundError
 from hybridstore.pull import pull
 from hybridstore.remote.transport import TransportOptions
 from hybridstore.store.layout import OCILayout
+from hybridstore.store.layout_check import verify_layout
 from hybridstore.transfer.engine import CopyResult
 
 pytestmark = pytest.mark.registry
@@ -193,7 +194,7 @@ def test_concurrent_pulls_fetch_each_blob_once(
     assert sorted(gets) == sorted(b for b in built.blobs if b != built.digest)
     for i in range(8):
         assert blob_files(tmp_path / f"l{i}") == set(built.blobs)
-        report = OCILayout.open(tmp_path / f"l{i}").verify()
+        report = verify_layout(OCILayout.open(tmp_path / f"l{i}"))
         assert report.ok, report.problems
     assert sum(json.loads(out)["blobs_fetched"] for out, _ in outs) >= 5
 

@@ -16,16 +16,13 @@ from support.registry import Registry
 
 from hybridstore.oci.digest import Digest
 from hybridstore.oci.model import Descriptor
+from hybridstore.oci.referrers import fallback_tag, is_fallback_tag, merge_fallback_index
 from hybridstore.pull import pull
-from hybridstore.referrers import (
-    fallback_tag,
-    is_fallback_tag,
-    list_referrers,
-    merge_fallback_index,
-)
+from hybridstore.referrers import list_referrers
 from hybridstore.remote.transport import TransportOptions
 from hybridstore.server.registry import RegistryServer
 from hybridstore.store.layout import OCILayout
+from hybridstore.store.layout_check import gc_layout, verify_layout
 
 pytestmark = pytest.mark.registry
 
@@ -72,10 +69,10 @@ def test_pulled_referrers_are_recorded_in_the_layout(
     assert done.returncode == 0, done.stderr
     assert [d["digest"] for d in json.loads(done.stdout)["referrers"]] == [sbom.digest]
     # the referrer is reachable, so layout gc keeps it and verify checks it
-    gc = OCILayout.open(layout).gc(grace=0)
+    gc = gc_layout(OCILayout.open(layout), grace=0)
     assert gc.removed == []
     assert (layout / "blobs" / "sha256" / sbom.digest.split(":")[1]).exists()
-    assert OCILayout.open(layout).verify().ok
+    assert verify_layout(OCILayout.open(layout)).ok
 
 
 def test_referrers_api_of_hybridstore_serve(

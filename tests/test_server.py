@@ -30,6 +30,7 @@ from hybridstore.pull import pull
 from hybridstore.remote.transport import TransportOptions
 from hybridstore.server.registry import Catalog, RegistryServer, parse_listen, repository_for
 from hybridstore.store.layout import OCILayout
+from hybridstore.store.layout_check import verify_layout
 
 HYBRIDSTORE = [sys.executable, "-m", "hybridstore.cli"]
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -342,7 +343,7 @@ def test_skopeo_copies_from_serve(server: RegistryServer, site: Site, tmp_path: 
         "multi": site.index.digest,
         "chart": site.chart.digest,
     }
-    assert OCILayout.open(out).verify().ok
+    assert verify_layout(OCILayout.open(out)).ok
 
 
 def test_hybridstore_pulls_from_serve(
@@ -358,7 +359,7 @@ def test_hybridstore_pulls_from_serve(
     assert proc.returncode == 0, proc.stderr
     digests = [r["digest"] for r in json.loads(proc.stdout)]
     assert digests == [site.image.digest, site.index.digest, site.chart.digest]
-    assert OCILayout.open(tmp_path / "cli").verify().ok
+    assert verify_layout(OCILayout.open(tmp_path / "cli")).ok
 
     again = pull(
         f"{hp}/team/multi:2.0",

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from hybridstore.cli import cli
 from hybridstore.oci import mediatypes as mt
-from hybridstore.oci.schema import MAX_DOCUMENT_BYTES, check_document
+from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
+from hybridstore.oci.schema import check_document
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = {

@@ -46,14 +46,10 @@ from hybridstore.errors import (
 from hybridstore.fs.files import storage_error
 from hybridstore.oci import mediatypes as mt
 from hybridstore.oci.digest import Digest
+from hybridstore.oci.limits import MAX_DOCUMENT_BYTES, MAX_INDEX_BYTES, MAX_LAYOUT_FILE_BYTES
 from hybridstore.oci.model import Descriptor, Index, parse_document
 from hybridstore.store.cache import BlobCache
 from hybridstore.store.layout import LAYOUT_VERSION, OCILayout
-from hybridstore.store.layout_files import (
-    MAX_DOCUMENT_BYTES,
-    MAX_INDEX_BYTES,
-    MAX_LAYOUT_FILE_BYTES,
-)
 from hybridstore.store.layout_refs import names_of
 from hybridstore.store.linking import LinkMode
 

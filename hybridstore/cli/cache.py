@@ -12,6 +12,7 @@ from hybridstore.cli.common import GlobalOptions, emit_json, pass_options
 from hybridstore.errors import NotFoundError
 from hybridstore.oci.digest import Digest
 from hybridstore.store.cache import BlobCache
+from hybridstore.store.cache_admin import cache_info, disk_usage, prune_cache, verify_cache
 
 __all__ = ["Size", "cache", "human_size", "parse_duration", "parse_size"]
 
@@ -100,7 +101,7 @@ def cache() -> None:
 @pass_options
 def info(opts: GlobalOptions, /, as_json: bool) -> None:
     """Location, blob count and size, blobs shared with layouts, partial downloads."""
-    i = _open(opts).info()
+    i = cache_info(_open(opts))
     if as_json:
         emit_json(i.to_json())
         return
@@ -122,7 +123,7 @@ def info(opts: GlobalOptions, /, as_json: bool) -> None:
 @pass_options
 def du(opts: GlobalOptions, /, as_json: bool) -> None:
     """Disk usage of the cache, by area (blobs, ingest, locks, quarantine, other)."""
-    usage = _open(opts).disk_usage()
+    usage = disk_usage(_open(opts))
     if as_json:
         emit_json(usage.to_json())
         return
@@ -164,7 +165,7 @@ def verify(opts: GlobalOptions, /, repair: bool, as_json: bool) -> None:
     A repaired blob is fetched again by the next pull that needs it; layouts
     hard-linked to the bad content are listed by link count and need a re-pull.
     """
-    report = _open(opts).verify(repair=repair)
+    report = verify_cache(_open(opts), repair=repair)
     if as_json:
         emit_json(report.to_json())
     else:
@@ -226,7 +227,7 @@ def prune(
     again. Removing a blob that layouts still link frees no disk space until
     those layouts drop it too ("freed" in the summary counts only unlinked ones).
     """
-    report = _open(opts).prune(
+    report = prune_cache(_open(opts), 
         older_than=older_than, max_size=max_size, unlinked=unlinked, grace=grace, dry_run=dry_run
     )
     if as_json:

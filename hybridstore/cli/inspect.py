@@ -15,6 +15,7 @@ from hybridstore.cli.remote_options import (
     registry_options,
     transport_from,
 )
+from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 
 __all__ = ["inspect"]
 
@@ -27,9 +28,9 @@ __all__ = ["inspect"]
 @click.option("--json", "as_json", is_flag=True, help="Everything as one JSON object.")
 @click.option(
     "--max-manifest-size",
-    default=4 << 20,
+    default=MAX_DOCUMENT_BYTES,
     show_default=True,
-    type=click.IntRange(4 << 20),
+    type=click.IntRange(MAX_DOCUMENT_BYTES),
     help="Largest manifest accepted, in bytes.",
 )
 @registry_options

@@ -52,8 +52,9 @@ def verify(opts: GlobalOptions, /, directory: str, as_json: bool) -> None:
     lists unreferenced blobs and foreign files. Exits 1 when there are problems.
     """
     from hybridstore.store.layout import OCILayout
+    from hybridstore.store.layout_check import verify_layout
 
-    report = OCILayout.open(directory).verify()
+    report = verify_layout(OCILayout.open(directory))
     if as_json:
         emit_json(report.to_json())
     elif not opts.quiet or not report.ok:
@@ -100,10 +101,13 @@ def gc(
     Follows manifests, indexes, configs, layers, and subject/referrer manifests
     that are present. The shared cache is never touched.
     """
-    from hybridstore.store.layout import DEFAULT_GC_GRACE, OCILayout
+    from hybridstore.store.layout import OCILayout
+    from hybridstore.store.layout_check import DEFAULT_GC_GRACE, gc_layout
 
-    report = OCILayout.open(directory).gc(
-        dry_run=dry_run, grace=DEFAULT_GC_GRACE if grace is None else grace
+    report = gc_layout(
+        OCILayout.open(directory),
+        dry_run=dry_run,
+        grace=DEFAULT_GC_GRACE if grace is None else grace,
     )
     if as_json:
         emit_json(report.to_json())

@@ -10,6 +10,7 @@ import click
 
 from hybridstore.cli.common import GlobalOptions, concurrency_option, emit_json, pass_options
 from hybridstore.cli.remote_options import credential_from, registry_options, transport_from
+from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import Descriptor
 from hybridstore.transfer.engine import BlobOutcome, Progress
 
@@ -102,9 +103,9 @@ class RichProgress(Progress):
 )
 @click.option(
     "--max-manifest-size",
-    default=4 * 1024 * 1024,
+    default=MAX_DOCUMENT_BYTES,
     show_default=True,
-    type=click.IntRange(4 << 20),
+    type=click.IntRange(MAX_DOCUMENT_BYTES),
     help="Largest manifest accepted, in bytes.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")

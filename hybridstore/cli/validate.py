@@ -8,7 +8,8 @@ import click
 
 from hybridstore.cli.common import emit_json
 from hybridstore.errors import InvalidDocumentError, InvalidInputError, NotFoundError
-from hybridstore.oci.schema import MAX_DOCUMENT_BYTES, check_document
+from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
+from hybridstore.oci.schema import check_document
 
 __all__ = ["validate"]
 

@@ -24,7 +24,6 @@ __all__ = ["ChartInfo", "chart_info", "chart_layers", "is_chart"]
 # helm < 3.7 pushed chart layers with this type; helm still reads them.
 LEGACY_CHART_LAYER: Final = "application/tar+gzip"
 CHART_LAYERS: Final = frozenset({mt.HELM_CHART, LEGACY_CHART_LAYER})
-CONFIG_LIMIT: Final = 1 << 20
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_DEPTH",
-    "MAX_DOCUMENT_BYTES",
     "SCHEMA_BASE_URI",
     "SUPPORTED_MEDIA_TYPES",
     "ValidationReport",
@@ -57,9 +56,6 @@ __all__ = [
 
 SCHEMA_BASE_URI: Final = "https://hybridstore.invalid/schemas/"
 _DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
-
-# Distribution spec: clients SHOULD accept manifests of at least 4 MB; we cap there.
-MAX_DOCUMENT_BYTES: Final = 4 * 1024 * 1024
 
 # Real OCI documents nest about five levels; anything far deeper is hostile.
 MAX_DEPTH: Final = 64

@@ -28,12 +28,11 @@ from urllib.parse import urlencode, urljoin
 from hybridstore.errors import AuthError, NetworkError, RegistryError
 from hybridstore.remote.challenge import Challenge, parse_challenges
 from hybridstore.remote.credentials import Credential
-from hybridstore.remote.http import HTTPClient, Response, TLSError, TransportError
+from hybridstore.remote.http import HTTPClient, Response, TLSError, TransportError, read_capped
 from hybridstore.remote.safety import (
     check_realm,
     is_local_host,
     origin_of,
-    read_capped,
     redact_headers,
     redact_url,
 )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.reference import Reference
 from hybridstore.remote.credentials import Credential, resolve_credential
-from hybridstore.remote.repository import DEFAULT_MANIFEST_LIMIT, Repository
+from hybridstore.remote.repository import Repository
 from hybridstore.remote.transport import RegistryTransport, TransportOptions, new_client
 
 __all__ = ["RegistryClients"]
@@ -35,7 +36,7 @@ class RegistryClients:
     def repository(
         self,
         ref: Reference,
-        manifest_limit: int = DEFAULT_MANIFEST_LIMIT,
+        manifest_limit: int = MAX_DOCUMENT_BYTES,
         *,
         push: bool = False,
     ) -> Repository:

@@ -37,6 +37,7 @@ __all__ = [
     "Response",
     "TLSError",
     "TransportError",
+    "read_capped",
 ]
 
 # A request body: bytes, or a sized stream (``__len__`` plus ``read``) sent with a
@@ -371,3 +372,18 @@ class HTTPClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def read_capped(resp: Response, limit: int) -> bytes | None:
+    """The body of a streamed response, or ``None`` as soon as it is known to exceed
+    ``limit`` bytes (by ``Content-Length`` or while reading: a hostile server may
+    stream forever). The caller closes ``resp`` and names the problem."""
+    length = resp.headers.get("Content-Length")
+    if length and length.isdigit() and int(length) > limit:
+        return None
+    buf = bytearray()
+    for chunk in resp.iter_content(65536):
+        buf += chunk
+        if len(buf) > limit:
+            return None
+    return bytes(buf)

@@ -32,18 +32,17 @@ from hybridstore.errors import (
 )
 from hybridstore.oci import mediatypes as mt
 from hybridstore.oci.digest import Digest, DigestVerifier
+from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import Descriptor, Index, parse_document
-from hybridstore.referrers import fallback_tag, filter_referrers, referrers_of_index
-from hybridstore.remote.http import Response, TransportError
+from hybridstore.oci.referrers import fallback_tag, filter_referrers, referrers_of_index
+from hybridstore.remote.http import Response, TransportError, read_capped
 from hybridstore.remote.readahead import read_ahead
-from hybridstore.remote.safety import read_capped
 from hybridstore.remote.transport import RegistryTransport
 
-__all__ = ["Repository", "FetchedManifest", "PutManifestResult", "DEFAULT_MANIFEST_LIMIT"]
+__all__ = ["Repository", "FetchedManifest", "PutManifestResult"]
 
 log = logging.getLogger("hybridstore.remote")
 
-DEFAULT_MANIFEST_LIMIT = 4 * 1024 * 1024
 _CHUNK = 1 << 20
 _MAX_RESUMES = 5
 # Read-ahead pays for one big stream; a pull of many mid-size blobs already overlaps
@@ -78,7 +77,7 @@ class Repository:
         transport: RegistryTransport,
         name: str,
         *,
-        manifest_limit: int = DEFAULT_MANIFEST_LIMIT,
+        manifest_limit: int = MAX_DOCUMENT_BYTES,
         push: bool = False,
     ) -> None:
         self.transport = transport

@@ -12,17 +12,13 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final
+from typing import Final
 from urllib.parse import urlsplit
 
 from hybridstore.errors import AuthError
 
-if TYPE_CHECKING:
-    from hybridstore.remote.http import Response
-
 __all__ = [
     "check_realm",
-    "read_capped",
     "host_of",
     "is_local_host",
     "origin_of",
@@ -109,18 +105,3 @@ def check_realm(realm: str, registry: str, scheme: str) -> None:
             f"refusing token realm {shown} from registry {registry}: it points to a local "
             "address and the registry is not local"
         )
-
-
-def read_capped(resp: Response, limit: int) -> bytes | None:
-    """The body of a streamed response, or ``None`` as soon as it is known to exceed
-    ``limit`` bytes (by ``Content-Length`` or while reading: a hostile server may
-    stream forever). The caller closes ``resp`` and names the problem."""
-    length = resp.headers.get("Content-Length")
-    if length and length.isdigit() and int(length) > limit:
-        return None
-    buf = bytearray()
-    for chunk in resp.iter_content(65536):
-        buf += chunk
-        if len(buf) > limit:
-            return None
-    return bytes(buf)

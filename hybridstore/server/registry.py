@@ -56,6 +56,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from hybridstore.errors import HybridstoreError, InvalidDigestError, InvalidInputError
 from hybridstore.oci import mediatypes as mt
 from hybridstore.oci.digest import Digest
+from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import Descriptor, Index, Manifest, parse_document
 from hybridstore.oci.reference import Reference, is_valid_tag
 from hybridstore.store.layout import OCILayout
@@ -65,7 +66,6 @@ __all__ = ["Catalog", "Repository", "RegistryServer", "parse_listen", "repositor
 
 log = logging.getLogger(__name__)
 
-_MAX_DOCUMENT: Final = 4 << 20
 _MAX_DRAINED_BODY: Final = 1 << 20
 _API_VERSION: Final = ("Docker-Distribution-API-Version", "registry/2.0")
 _READ_ONLY: Final = "this registry is read-only (hybridstore serve); push to a real registry"
@@ -207,7 +207,7 @@ def _add_graph(
 
 def _document(layout: OCILayout, desc: Descriptor) -> Manifest | Index | None:
     try:
-        return parse_document(layout.read_blob(desc, _MAX_DOCUMENT), desc.media_type)
+        return parse_document(layout.read_blob(desc, MAX_DOCUMENT_BYTES), desc.media_type)
     except HybridstoreError as e:
         log.warning("serving %s from %s as an opaque blob: %s", desc.digest, layout.root, e)
         return None

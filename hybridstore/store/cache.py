@@ -57,10 +57,11 @@ import logging
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO, Final
+from typing import IO, BinaryIO, Final
 
 from hybridstore.errors import (
     IntegrityError,
@@ -103,15 +104,11 @@ from hybridstore.store.ingest import (
     stream_source,
 )
 
-if TYPE_CHECKING:
-    from hybridstore.store.cache_admin import CacheInfo, DiskUsage, PruneReport, VerifyReport
-
 __all__ = [
     "BlobCache",
     "BlobSource",
     "CACHE_HINT",
     "CHUNK_SIZE",
-    "DEFAULT_GRACE",
     "IngestResult",
     "LAYOUT_FILE",
     "LAYOUT_VERSION",
@@ -121,7 +118,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GRACE: Final = 3600.0
 _NO_HARDLINKS: Final = frozenset(
     {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
 )
@@ -346,10 +342,28 @@ class BlobCache:
             return Digest.of_file(f, algorithm)[0]
 
     def set_aside(self, path: Path, expected: os.stat_result, reason: str) -> Path | None:
-        """Move a bad file out of ``blobs/`` into ``quarantine/`` (see ``cache_admin``)."""
-        from hybridstore.store.cache_admin import set_aside
+        """Move a bad file out of ``blobs/`` into ``quarantine/``; return where it went.
 
-        return set_aside(self, path, expected, reason)
+        Only the inode that was examined is moved: if a good blob was published
+        at ``path`` in the meantime, it is put back. Layouts keep their links.
+        """
+        target = self.quarantine_dir / f"{path.parent.name}-{path.name}.{time.time_ns()}"
+        try:
+            self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+            os.rename(path, target)
+        except OSError as e:
+            log.warning("%s %s but cannot be moved aside: %s", path, reason, e)
+            return None
+        moved = os.lstat(target)
+        if (moved.st_dev, moved.st_ino) != (expected.st_dev, expected.st_ino):
+            try:  # raced with a fresh publish: restore it
+                os.link(target, path)
+            except FileExistsError:
+                pass
+            os.unlink(target)
+            return None
+        log.warning("%s %s; moved to %s", path, reason, target)
+        return target
 
     # -- writing ---------------------------------------------------------------------
 
@@ -573,40 +587,3 @@ class BlobCache:
         directory with new entries, once. Call it before writing anything that names
         those blobs (see "Durability" above); thread-safe, cheap when nothing is pending."""
         self._unsynced.sync(CACHE_HINT)
-
-    # -- maintenance (implemented in cache_admin) ---------------------------------------
-
-    def info(self) -> CacheInfo:
-        from hybridstore.store.cache_admin import cache_info
-
-        return cache_info(self)
-
-    def disk_usage(self) -> DiskUsage:
-        from hybridstore.store.cache_admin import disk_usage
-
-        return disk_usage(self)
-
-    def verify(self, repair: bool = False) -> VerifyReport:
-        from hybridstore.store.cache_admin import verify_cache
-
-        return verify_cache(self, repair=repair)
-
-    def prune(
-        self,
-        *,
-        older_than: float | None = None,
-        max_size: int | None = None,
-        unlinked: bool = False,
-        grace: float = DEFAULT_GRACE,
-        dry_run: bool = False,
-    ) -> PruneReport:
-        from hybridstore.store.cache_admin import prune_cache
-
-        return prune_cache(
-            self,
-            older_than=older_than,
-            max_size=max_size,
-            unlinked=unlinked,
-            grace=grace,
-            dry_run=dry_run,
-        )

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from hybridstore.errors import InvalidDigestError, InvalidInputError
 from hybridstore.fs.files import fsync_dir, storage_error
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AreaUsage",
     "BadBlob",
+    "DEFAULT_GRACE",
     "CacheInfo",
     "DiskUsage",
     "IngestEntry",
@@ -44,7 +45,6 @@ __all__ = [
     "VerifyReport",
     "cache_info",
     "disk_usage",
-    "set_aside",
     "prune_cache",
     "scan_ingest",
     "verify_cache",
@@ -71,6 +71,10 @@ class _Json:
         out = _jsonable(self)
         assert isinstance(out, dict)
         return out
+
+# Blobs used, and ingest files written, less than this many seconds ago survive prune:
+# a pull in flight may be about to link them.
+DEFAULT_GRACE: Final = 3600.0
 
 
 @dataclass(frozen=True)
@@ -321,7 +325,7 @@ def verify_cache(
     corrupt = []
     for (path, _, st), bad in zip(todo, results, strict=True):
         if bad is not None and repair:
-            moved = set_aside(cache, path, st, bad.reason)
+            moved = cache.set_aside(path, st, bad.reason)
             bad = BadBlob(bad.path, bad.digest, bad.reason, bad.links, moved)
         if bad is not None:
             corrupt.append(bad)
@@ -450,11 +454,11 @@ def _still_removable(entry: PruneEntry, cutoff: float, unlinked: bool) -> bool:
 def prune_cache(
     cache: BlobCache,
     *,
-    older_than: float | None,
-    max_size: int | None,
-    unlinked: bool,
-    grace: float,
-    dry_run: bool,
+    older_than: float | None = None,
+    max_size: int | None = None,
+    unlinked: bool = False,
+    grace: float = DEFAULT_GRACE,
+    dry_run: bool = False,
 ) -> PruneReport:
     """Remove blobs by policy, never one used within ``grace`` seconds; sweep stale ingests.
 
@@ -508,26 +512,3 @@ def prune_cache(
     )
 
 
-def set_aside(cache: BlobCache, path: Path, expected: os.stat_result, reason: str) -> Path | None:
-    """Move a bad file out of ``blobs/`` into ``quarantine/``; return where it went.
-
-    Only the inode that was examined is moved: if a good blob was published
-    at ``path`` in the meantime, it is put back. Layouts keep their links.
-    """
-    target = cache.quarantine_dir / f"{path.parent.name}-{path.name}.{time.time_ns()}"
-    try:
-        cache.quarantine_dir.mkdir(parents=True, exist_ok=True)
-        os.rename(path, target)
-    except OSError as e:
-        log.warning("%s %s but cannot be moved aside: %s", path, reason, e)
-        return None
-    moved = os.lstat(target)
-    if (moved.st_dev, moved.st_ino) != (expected.st_dev, expected.st_ino):
-        try:  # raced with a fresh publish: restore it
-            os.link(target, path)
-        except FileExistsError:
-            pass
-        os.unlink(target)
-        return None
-    log.warning("%s %s; moved to %s", path, reason, target)
-    return target

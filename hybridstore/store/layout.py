@@ -36,7 +36,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, Final, TypeVar, cast
+from typing import IO, Any, BinaryIO, Final, TypeVar, cast
 
 from hybridstore.errors import (
     ConflictError,
@@ -53,6 +53,7 @@ from hybridstore.fs.files import fsync_dir, storage_error
 from hybridstore.fs.locking import FileLock, acquire_visibly, cannot_lock_here
 from hybridstore.oci import mediatypes as mt
 from hybridstore.oci.digest import Digest
+from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import (
     ANNOTATION_REF_NAME,
     Descriptor,
@@ -67,7 +68,6 @@ from hybridstore.store.layout_files import (
     INDEX_LOCK_FILE,
     LAYOUT_FILE,
     LAYOUT_VERSION,
-    MAX_DOCUMENT_BYTES,
     read_file,
     read_layout_file,
     refuse_symlink,
@@ -82,12 +82,8 @@ from hybridstore.store.layout_refs import (
 )
 from hybridstore.store.linking import Linker, LinkMode
 
-if TYPE_CHECKING:
-    from hybridstore.store.layout_check import GcReport, VerifyReport
-
 __all__ = [
     "BLOBS_DIR",
-    "DEFAULT_GC_GRACE",
     "INDEX_FILE",
     "INDEX_LOCK_FILE",
     "LAYOUT_FILE",
@@ -102,10 +98,6 @@ log = logging.getLogger(__name__)
 # transactions take ~2 ms, so a short poll keeps hand-over between writers quick.
 _LOCK_POLL: Final = 0.005
 
-# Unreachable blobs younger than this (by ctime: when they were linked, cloned
-# or copied in) survive gc, so a pull that has linked blobs but not yet tagged
-# its ref (index.json is written last) never loses them.
-DEFAULT_GC_GRACE: Final = 3600.0
 
 _T = TypeVar("_T")
 
@@ -558,17 +550,3 @@ class OCILayout:
                 except InvalidDigestError:
                     digest = None
                 yield Path(f.path), digest
-
-    # -- maintenance (layout_check) ----------------------------------------------------------
-
-    def gc(self, dry_run: bool = False, grace: float = DEFAULT_GC_GRACE) -> GcReport:
-        """Remove blobs unreachable from ``index.json`` (see ``layout_check.gc_layout``)."""
-        from hybridstore.store.layout_check import gc_layout
-
-        return gc_layout(self, dry_run=dry_run, grace=grace)
-
-    def verify(self) -> VerifyReport:
-        """Check every reachable blob and document (see ``layout_check.verify_layout``)."""
-        from hybridstore.store.layout_check import verify_layout
-
-        return verify_layout(self)

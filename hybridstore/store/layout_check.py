@@ -16,25 +16,21 @@ import time
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from hybridstore.errors import HybridstoreError, InvalidDocumentError, NotFoundError, StorageError
 from hybridstore.fs.files import fsync_dir
 from hybridstore.oci import mediatypes as mt
 from hybridstore.oci.digest import Digest
+from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import Descriptor, Index, parse_document
-from hybridstore.store.layout_files import (
-    INDEX_FILE,
-    LAYOUT_FILE,
-    MAX_DOCUMENT_BYTES,
-    read_layout_file,
-)
+from hybridstore.store.layout_files import INDEX_FILE, LAYOUT_FILE, read_layout_file
 from hybridstore.store.linking import TEMP_PREFIX
 
 if TYPE_CHECKING:
     from hybridstore.store.layout import OCILayout
 
-__all__ = ["GcReport", "VerifyReport", "gc_layout", "reachable", "verify_layout"]
+__all__ = ["DEFAULT_GC_GRACE", "GcReport", "VerifyReport", "gc_layout", "reachable", "verify_layout"]
 
 
 @dataclass
@@ -101,6 +97,12 @@ class GcReport:
 
 
 # --- reachability ----------------------------------------------------------------------------
+
+
+# Unreachable blobs younger than this (by ctime: when they were linked, cloned
+# or copied in) survive gc, so a pull that has linked blobs but not yet tagged
+# its ref (index.json is written last) never loses them.
+DEFAULT_GC_GRACE: Final = 3600.0
 
 
 def _referrer_candidates(
@@ -175,7 +177,9 @@ def _unlink(path: Path) -> None:
         raise StorageError(f"cannot remove {path}: {e.strerror}") from e
 
 
-def gc_layout(layout: OCILayout, *, dry_run: bool, grace: float) -> GcReport:
+def gc_layout(
+    layout: OCILayout, *, dry_run: bool = False, grace: float = DEFAULT_GC_GRACE
+) -> GcReport:
     """Remove blobs unreachable from ``index.json``, and stale temp files.
 
     Holds the index lock, so no ref is added meanwhile. Blobs whose ctime (when

@@ -21,6 +21,7 @@ from hybridstore.errors import (
     StorageError,
 )
 from hybridstore.fs.files import atomic_write_bytes, storage_error
+from hybridstore.oci.limits import MAX_INDEX_BYTES, MAX_LAYOUT_FILE_BYTES
 
 __all__ = [
     "BLOBS_DIR",
@@ -28,9 +29,6 @@ __all__ = [
     "INDEX_LOCK_FILE",
     "LAYOUT_FILE",
     "LAYOUT_VERSION",
-    "MAX_DOCUMENT_BYTES",
-    "MAX_INDEX_BYTES",
-    "MAX_LAYOUT_FILE_BYTES",
     "read_file",
     "read_layout_file",
     "refuse_symlink",
@@ -42,12 +40,6 @@ INDEX_FILE: Final = "index.json"
 BLOBS_DIR: Final = "blobs"
 INDEX_LOCK_FILE: Final = "index.json.lock"
 LAYOUT_VERSION: Final = "1.0.0"
-
-MAX_INDEX_BYTES: Final = 64 << 20
-MAX_LAYOUT_FILE_BYTES: Final = 64 << 10
-# Documents (manifests, indexes) larger than this are never read as documents
-# (the distribution spec's 4 MB manifests).
-MAX_DOCUMENT_BYTES: Final = 4 << 20
 
 
 def refuse_symlink(path: Path, what: str) -> os.stat_result | None:

@@ -22,15 +22,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from hybridstore.errors import InvalidReferenceError, NotFoundError
 from hybridstore.oci import mediatypes as mt
 from hybridstore.oci.digest import Digest
+from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import Descriptor, Index, Manifest
-from hybridstore.referrers import (
+from hybridstore.oci.referrers import (
     fallback_tag,
     filter_referrers,
     merge_fallback_index,
     referrer_descriptor,
     referrers_of_index,
 )
-from hybridstore.remote.repository import DEFAULT_MANIFEST_LIMIT
 from hybridstore.remote.transport import RegistryTransport
 from hybridstore.store.cache import CHUNK_SIZE, BlobCache, BlobSource
 from hybridstore.store.layout import OCILayout
@@ -50,7 +50,7 @@ class LayoutSource:
     is_remote = False
     mount_from: tuple[RegistryTransport, str] | None = None
 
-    def __init__(self, layout: OCILayout, manifest_limit: int = DEFAULT_MANIFEST_LIMIT) -> None:
+    def __init__(self, layout: OCILayout, manifest_limit: int = MAX_DOCUMENT_BYTES) -> None:
         self.layout = layout
         self.manifest_limit = manifest_limit
 

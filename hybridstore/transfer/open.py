@@ -13,10 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from hybridstore.errors import InvalidInputError, NotFoundError
+from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.reference import Reference
 from hybridstore.remote.clients import RegistryClients
 from hybridstore.remote.credentials import Credential
-from hybridstore.remote.repository import DEFAULT_MANIFEST_LIMIT
 from hybridstore.remote.transport import TransportOptions
 from hybridstore.store.cache import BlobCache
 from hybridstore.store.layout import OCILayout
@@ -55,7 +55,7 @@ def open_source(
     cache: BlobCache | None = None,
     transport: TransportOptions | None = None,
     credential: Credential | None = None,
-    manifest_limit: int = DEFAULT_MANIFEST_LIMIT,
+    manifest_limit: int = MAX_DOCUMENT_BYTES,
 ) -> Iterator[Opened]:
     """A registry source for ``ref``, or the layout ``layout``'s ref ``ref``."""
     if layout is not None:

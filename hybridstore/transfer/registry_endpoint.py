@@ -22,7 +22,7 @@ from hybridstore.oci import mediatypes as mt
 from hybridstore.oci.digest import Digest
 from hybridstore.oci.model import Descriptor, Index, Manifest
 from hybridstore.oci.reference import Reference
-from hybridstore.referrers import fallback_tag, merge_fallback_index, referrer_descriptor
+from hybridstore.oci.referrers import fallback_tag, merge_fallback_index, referrer_descriptor
 from hybridstore.remote.repository import Repository
 from hybridstore.remote.transport import RegistryTransport
 from hybridstore.store.cache import BlobCache, BlobSource, IngestResult

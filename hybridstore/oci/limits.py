@@ -1,0 +1,23 @@
+"""The size caps on documents, in one place: every reader of a manifest, index or
+config (registry client, layout, archive import, server, CLI defaults) uses these."""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "MAX_CHART_CONFIG_BYTES",
+    "MAX_DOCUMENT_BYTES",
+    "MAX_INDEX_BYTES",
+    "MAX_LAYOUT_FILE_BYTES",
+]
+
+# Distribution spec: clients SHOULD accept manifests of at least 4 MB; we cap there.
+# Manifests and indexes larger than this are never read as documents.
+MAX_DOCUMENT_BYTES: Final = 4 << 20
+# A layout's own index.json lists every ref of a project: allow far more than a manifest.
+MAX_INDEX_BYTES: Final = 64 << 20
+# The oci-layout file holds one short version string.
+MAX_LAYOUT_FILE_BYTES: Final = 64 << 10
+# A Helm chart's config blob (Chart.yaml as JSON).
+MAX_CHART_CONFIG_BYTES: Final = 1 << 20
