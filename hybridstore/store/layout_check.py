@@ -30,7 +30,14 @@ from hybridstore.store.linking import TEMP_PREFIX
 if TYPE_CHECKING:
     from hybridstore.store.layout import OCILayout
 
-__all__ = ["DEFAULT_GC_GRACE", "GcReport", "VerifyReport", "gc_layout", "reachable", "verify_layout"]
+__all__ = [
+    "DEFAULT_GC_GRACE",
+    "GcReport",
+    "VerifyReport",
+    "gc_layout",
+    "reachable",
+    "verify_layout",
+]
 
 
 @dataclass
