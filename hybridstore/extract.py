@@ -43,11 +43,11 @@ from hybridstore.oci.model import (
     Platform,
     parse_document,
 )
+from hybridstore.oci.platforms import select_platforms
 from hybridstore.remote.credentials import Credential
 from hybridstore.remote.transport import TransportOptions
 from hybridstore.store.cache import CHUNK_SIZE, BlobCache
 from hybridstore.transfer.endpoint import Progress, Source
-from hybridstore.transfer.engine import select_platforms
 from hybridstore.transfer.open import open_source
 
 __all__ = ["ExtractResult", "ExtractedFile", "extract"]

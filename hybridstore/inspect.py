@@ -18,9 +18,9 @@ from hybridstore.errors import InvalidInputError
 from hybridstore.oci.helm import ChartInfo, chart_info, is_chart
 from hybridstore.oci.limits import MAX_CHART_CONFIG_BYTES, MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import Descriptor, Index, Manifest, Platform, parse_document
+from hybridstore.oci.platforms import select_platforms
 from hybridstore.remote.credentials import Credential
 from hybridstore.remote.transport import TransportOptions
-from hybridstore.transfer.engine import select_platforms
 from hybridstore.transfer.open import open_source
 
 __all__ = ["InspectResult", "inspect"]

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hybridstore.copy import Copier, copy_options
 from hybridstore.errors import InvalidInputError
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import Platform
@@ -33,6 +32,7 @@ from hybridstore.remote.upload import UploadOptions
 from hybridstore.store.cache import BlobCache
 from hybridstore.store.layout import OCILayout
 from hybridstore.store.layout_refs import names_of
+from hybridstore.transfer.copier import Copier, copy_options
 from hybridstore.transfer.endpoint import Progress
 from hybridstore.transfer.engine import CopyResult
 from hybridstore.transfer.locator import Location, explicit_reference

@@ -26,8 +26,10 @@ from hybridstore.store.cache import BlobCache, IngestResult
 from hybridstore.store.layout import OCILayout
 from hybridstore.store.layout_check import verify_layout
 from hybridstore.transfer.endpoint import BlobOutcome, Progress
-from hybridstore.transfer.engine import CopyOptions, pull_graph
+from hybridstore.transfer.engine import CopyOptions, copy_graph
+from hybridstore.transfer.layout_endpoint import LayoutDestination
 from hybridstore.transfer.pools import BlobPools
+from hybridstore.transfer.registry_endpoint import RegistrySource
 
 PLAIN = TransportOptions(plain_http=True, retry_base=0.01, retry_cap=0.5)
 DATA = b"a blob that two processes want at once"
@@ -195,8 +197,12 @@ def test_a_warm_pull_places_every_blob_without_worker_threads(
     try:
         parsed = Reference.parse(ref)
         layout = OCILayout.create(tmp_path / "second", cache=cache)
-        result = pull_graph(
-            clients.repository(parsed), parsed, cache, layout, CopyOptions(), pools=pools
+        result = copy_graph(
+            RegistrySource(clients.repository(parsed), cache),
+            parsed.reference,
+            LayoutDestination(layout, cache, str(parsed)),
+            CopyOptions(),
+            pools=pools,
         )
     finally:
         pools.shutdown()

@@ -19,7 +19,7 @@ __all__ = ["tags"]
 def tags(ref: str, as_json: bool, **kw: Any) -> None:
     """List the tags of REF's repository (following pagination)."""
     from hybridstore.oci.reference import Reference
-    from hybridstore.pull import RegistryClients
+    from hybridstore.remote.clients import RegistryClients
 
     clients = RegistryClients(transport_from(kw), credential_from(kw))
     try:

@@ -20,24 +20,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from hybridstore.errors import InvalidInputError, NotFoundError
+from hybridstore.errors import InvalidInputError
 from hybridstore.oci import mediatypes as mt
 from hybridstore.oci.model import (
     Descriptor,
     Index,
     Manifest,
     Platform,
-    host_platform,
     parse_document,
 )
-from hybridstore.oci.reference import Reference
-from hybridstore.remote.repository import Repository
-from hybridstore.store.cache import BlobCache
-from hybridstore.store.layout import OCILayout
+from hybridstore.oci.platforms import select_platforms
 from hybridstore.transfer.endpoint import (
     BlobOutcome,
     Destination,
@@ -45,20 +40,14 @@ from hybridstore.transfer.endpoint import (
     SchedulingDestination,
     Source,
 )
-from hybridstore.transfer.layout_endpoint import LayoutDestination
 from hybridstore.transfer.pools import BlobPools, gather
-from hybridstore.transfer.registry_endpoint import RegistrySource
 
 __all__ = [
     "BlobOutcome",
     "CopyOptions",
     "CopyResult",
     "Progress",
-    "PullOptions",
-    "PullResult",
     "copy_graph",
-    "pull_graph",
-    "select_platforms",
 ]
 
 log = logging.getLogger("hybridstore.transfer.engine")
@@ -74,13 +63,10 @@ class CopyOptions:
     all_platforms: bool = False
     concurrency: int = 8
     include_nondistributable: bool = False
-    ref_name: str | None = None
     include_referrers: bool = False
     referrer_types: tuple[str, ...] = ()
     """With ``include_referrers``: only referrers of these artifact types (all if empty)."""
 
-
-PullOptions = CopyOptions
 
 
 @dataclass
@@ -144,30 +130,6 @@ class CopyResult:
             "blobs": [b.__dict__ for b in self.blobs],
         }
 
-
-PullResult = CopyResult
-
-
-def pull_graph(
-    repo: Repository,
-    ref: Reference,
-    cache: BlobCache,
-    layout: OCILayout,
-    options: CopyOptions,
-    progress: Progress | None = None,
-    pools: BlobPools | None = None,
-) -> CopyResult:
-    """Pull ``ref`` from ``repo`` into ``layout`` through ``cache``; tag it last."""
-    dst = LayoutDestination(layout, cache, options.ref_name or str(ref))
-    return copy_graph(
-        RegistrySource(repo, cache),
-        ref.reference,
-        dst,
-        options,
-        progress,
-        pools,
-        reference=str(ref),
-    )
 
 
 @dataclass
@@ -339,27 +301,6 @@ def _walk_referrers(src: Source, plan: _Plan, options: CopyOptions, partial: boo
             before = len(plan.referrers)
             _walk(src, found, plan, plan.referrers, options, partial)
             queue.extend(n.desc for n in plan.referrers[before:])
-
-
-def select_platforms(
-    index: Index, wanted: Sequence[Platform], all_platforms: bool
-) -> list[Descriptor]:
-    """Children of an index to take: all for artifacts or ``all_platforms``, else those
-    matching ``wanted`` (default: the host platform)."""
-    children = list(index.manifests)
-    with_platform = [d for d in children if d.platform is not None]
-    if all_platforms or not with_platform:
-        return children
-    want = tuple(wanted) or (host_platform(),)
-    chosen = [d for d in with_platform if any(w.matches(d.platform) for w in want if d.platform)]
-    if not chosen:
-        have = ", ".join(sorted({str(d.platform) for d in with_platform}))
-        asked = ", ".join(str(w) for w in want)
-        raise NotFoundError(
-            f"no manifest for platform {asked} in the index (available: {have}); "
-            "use --platform or --all-platforms"
-        )
-    return chosen
 
 
 def _image_blobs(doc: Manifest, include_nondistributable: bool) -> list[Descriptor]:

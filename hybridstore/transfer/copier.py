@@ -1,0 +1,143 @@
+"""One command's copies: the shared state (cache, registry clients, worker pools) and
+the choice of concrete ends for a location.
+
+The engine (``engine.copy_graph``) knows only the endpoint protocol; this is where a
+registry reference becomes a ``RegistrySource``/``RegistryDestination`` and a layout
+path a ``LayoutSource``/``LayoutDestination``. ``pull``, ``push`` and ``copy`` all run
+on a ``Copier``: one HTTP pool per registry and one set of worker pools per command,
+however many refs it moves. Archives are not ends here: the ``copy`` verb stages them
+through a layout (``archive/`` sits beside this layer, not below it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from types import TracebackType
+
+from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
+from hybridstore.oci.model import Platform
+from hybridstore.oci.reference import Reference
+from hybridstore.remote.clients import RegistryClients
+from hybridstore.remote.credentials import Credential
+from hybridstore.remote.transport import TransportOptions
+from hybridstore.remote.upload import UploadOptions
+from hybridstore.store.cache import BlobCache
+from hybridstore.store.layout import OCILayout
+from hybridstore.store.linking import LinkMode
+from hybridstore.transfer.endpoint import Destination, Progress
+from hybridstore.transfer.engine import CopyOptions, CopyResult, copy_graph
+from hybridstore.transfer.layout_endpoint import LayoutDestination, LayoutSource
+from hybridstore.transfer.locator import Location
+from hybridstore.transfer.open import Opened, sole_ref
+from hybridstore.transfer.pools import BlobPools
+from hybridstore.transfer.registry_endpoint import RegistryDestination, RegistrySource
+
+__all__ = ["Copier", "copy_options"]
+
+
+def copy_options(
+    *,
+    platforms: Sequence[str | Platform] = (),
+    all_platforms: bool = False,
+    concurrency: int = 8,
+    include_nondistributable: bool = False,
+    include_referrers: bool = False,
+    referrer_types: Sequence[str] = (),
+) -> CopyOptions:
+    """``CopyOptions`` from the verbs' keyword arguments (platforms as text or values)."""
+    return CopyOptions(
+        platforms=tuple(p if isinstance(p, Platform) else Platform.parse(p) for p in platforms),
+        all_platforms=all_platforms,
+        concurrency=concurrency,
+        include_nondistributable=include_nondistributable,
+        include_referrers=include_referrers,
+        referrer_types=tuple(referrer_types),
+    )
+
+
+class Copier:
+    """Shared state of one command's copies: connections, cache, worker pools."""
+
+    def __init__(
+        self,
+        options: CopyOptions,
+        *,
+        cache: str | os.PathLike[str] | BlobCache | None = None,
+        transport: TransportOptions | None = None,
+        credential: Credential | None = None,
+        link_mode: LinkMode | str | None = None,
+        upload: UploadOptions | None = None,
+        manifest_limit: int = MAX_DOCUMENT_BYTES,
+        progress: Progress | None = None,
+    ) -> None:
+        self.options = options
+        self.cache = cache if isinstance(cache, BlobCache) else BlobCache(cache)
+        self.clients = RegistryClients(transport or TransportOptions(), credential)
+        self.link_mode = LinkMode(link_mode) if isinstance(link_mode, str) else link_mode
+        self.upload = upload
+        self.manifest_limit = manifest_limit
+        self.progress = progress
+        self.pools = BlobPools(options.concurrency)
+
+    def __enter__(self) -> Copier:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.pools.shutdown(wait=True)
+        self.clients.close()
+
+    def copy(self, src: Location, dst: Location) -> CopyResult:
+        """Copy between two registry or layout locations."""
+        opened = self.source(src)
+        return self.run(opened, self.destination(dst, opened))
+
+    def run(self, opened: Opened, destination: Destination) -> CopyResult:
+        """Copy what ``opened`` names into ``destination`` on this command's pools."""
+        return copy_graph(
+            opened.source,
+            opened.ref,
+            destination,
+            self.options,
+            self.progress,
+            self.pools,
+            reference=opened.display,
+        )
+
+    def registry_source(self, ref: Reference) -> Opened:
+        """``ref`` at its registry; credentials are resolved here, before anything is
+        written, so a bad helper or input leaves no new directory behind."""
+        repo = self.clients.repository(ref, self.manifest_limit)
+        return Opened(RegistrySource(repo, self.cache), ref.reference, str(ref))
+
+    def source(self, loc: Location) -> Opened:
+        if loc.kind == "registry":
+            assert loc.reference is not None
+            return self.registry_source(loc.reference)
+        assert loc.path is not None and loc.kind == "layout"
+        layout = OCILayout.open(loc.path, cache=self.cache)
+        name = loc.name or sole_ref(layout)
+        return Opened(LayoutSource(layout, self.manifest_limit), name, name)
+
+    def layout_destination(
+        self, layout: OCILayout, name: str, *, partial: bool = True
+    ) -> LayoutDestination:
+        """Into ``layout`` through this command's cache; the root is tagged ``name``."""
+        return LayoutDestination(layout, self.cache, name, partial=partial)
+
+    def destination(self, loc: Location, src: Opened) -> Destination:
+        if loc.kind == "registry":
+            assert loc.reference is not None
+            repo = self.clients.repository(loc.reference, self.manifest_limit, push=True)
+            return RegistryDestination(repo, loc.reference, self.cache, self.upload)
+        assert loc.path is not None and loc.kind == "layout"
+        layout = OCILayout.open_or_create(loc.path, cache=self.cache, link_mode=self.link_mode)
+        return self.layout_destination(layout, loc.name or src.display)
