@@ -58,14 +58,6 @@ def test_create_writes_a_standard_empty_layout(tmp_path: Path) -> None:
     assert again.refs() == {}
 
 
-def test_layout_is_a_writable_taggable_storage(tmp_path: Path) -> None:
-    from hybridstore.storage import ReadableStorage, TaggableStorage, WritableStorage
-
-    layout = OCILayout.create(tmp_path)
-    for protocol in (ReadableStorage, WritableStorage, TaggableStorage):
-        assert isinstance(layout, protocol)
-
-
 def test_create_keeps_an_existing_index(tmp_path: Path) -> None:
     b = LayoutBuilder(tmp_path / "l")
     img = b.image("v1", layers=1)
