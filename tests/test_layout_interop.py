@@ -19,7 +19,7 @@ from hybridstore.oci.digest import Digest
 from hybridstore.oci.model import Descriptor
 from hybridstore.store.cache import BlobCache
 from hybridstore.store.layout import OCILayout
-from hybridstore.store.layout_check import gc_layout, verify_layout
+from hybridstore.store.layout_check import gc_layout, reachable, verify_layout
 
 NAME = "registry.example.com/test/app:1.0"
 
@@ -60,7 +60,7 @@ def _push(layout: OCILayout, img: BuiltImage, name: str) -> None:
 
 
 def _reachable(layout: OCILayout) -> set[Digest]:
-    return {d.digest for root in layout.entries() for d in layout.walk(root)}
+    return set(reachable(layout, layout.entries()))
 
 
 # --- hybridstore -> peers --------------------------------------------------------------------
@@ -121,14 +121,14 @@ def test_a_umoci_layout_is_verified_retagged_and_gced_without_loss(tmp_path: Pat
     orphans = set(report.unreferenced)
     assert len(orphans) >= 3  # old manifests and configs umoci left behind
     v1 = layout.resolve("v1")
-    keep = {d.digest for d in layout.walk(v1)}
+    keep = set(reachable(layout, [v1]))
 
     layout.tag(v1, NAME)
     layout.untag("v2")
     gc = gc_layout(layout, grace=0)
     assert {d for d, _ in gc.removed} == orphans
     assert keep <= _reachable(layout)
-    assert all(layout.exists(d) for d in layout.walk(v1))
+    assert all(layout.exists(d) for d in reachable(layout, [v1]).values())
     after = verify_layout(layout)
     assert after.ok and after.unreferenced == []
 
@@ -164,7 +164,7 @@ def test_a_skopeo_layout_is_verified_retagged_and_gced_without_loss(tmp_path: Pa
     gc = gc_layout(layout, grace=0)
     unique = {other.digest, other.config.digest, other.layers[-1].digest}
     assert {d for d, _ in gc.removed} == unique
-    assert all(layout.exists(d) for d in layout.walk(latest))
+    assert all(layout.exists(d) for d in reachable(layout, [latest]).values())
     assert verify_layout(layout).ok
 
     for ref in (NAME, "latest"):

@@ -20,7 +20,7 @@ from hybridstore.oci.referrers import fallback_tag, is_fallback_tag, merge_fallb
 from hybridstore.pull import pull
 from hybridstore.referrers import list_referrers
 from hybridstore.remote.transport import TransportOptions
-from hybridstore.server.registry import RegistryServer
+from hybridstore.server.http import RegistryServer
 from hybridstore.store.layout import OCILayout
 from hybridstore.store.layout_check import gc_layout, verify_layout
 
@@ -86,7 +86,7 @@ def test_referrers_api_of_hybridstore_serve(
     pull(image.ref, layout=served, transport=PLAIN, include_referrers=True)
     with RegistryServer([served], port=0) as server:
         ref = f"{server.host_port}/{image.repo}:v1"
-        with caplog.at_level(logging.DEBUG, logger="hybridstore.server.registry"):
+        with caplog.at_level(logging.DEBUG, logger="hybridstore.server.http"):
             got = pull(
                 ref,
                 layout=tmp_path / "l",

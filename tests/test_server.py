@@ -28,7 +28,8 @@ from support.tls import CertificateAuthority
 
 from hybridstore.pull import pull
 from hybridstore.remote.transport import TransportOptions
-from hybridstore.server.registry import Catalog, RegistryServer, parse_listen, repository_for
+from hybridstore.server.catalog import Catalog, repository_for
+from hybridstore.server.http import RegistryServer, parse_listen
 from hybridstore.store.layout import OCILayout
 from hybridstore.store.layout_check import verify_layout
 
@@ -261,7 +262,7 @@ def test_repository_mapping_and_collisions(site: Site, caplog: pytest.LogCapture
     assert repository_for("nginx:1", Path("x")) == ("library/nginx", "1")
     assert repository_for("1.2.3", Path("/srv/My Layout")) == ("my-layout", "1.2.3")
     assert parse_listen("[::1]:0") == ("::1", 0) and parse_listen("8080") == ("127.0.0.1", 8080)
-    with caplog.at_level(logging.WARNING, logger="hybridstore.server.registry"):
+    with caplog.at_level(logging.WARNING, logger="hybridstore.server.catalog"):
         layouts = [OCILayout.open(site.a.path), OCILayout.open(site.b.path)]
         repos = Catalog(layouts).repositories()
     assert repos["team/app"].tags["1.0"].digest.encoded == site.image.digest.split(":")[1]

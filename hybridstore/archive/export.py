@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
@@ -49,8 +49,9 @@ from hybridstore.errors import (
 )
 from hybridstore.fs.files import fsync_dir, storage_error
 from hybridstore.oci import mediatypes as mt
-from hybridstore.oci.digest import Digest, DigestVerifier
-from hybridstore.oci.model import Descriptor, Index, parse_document
+from hybridstore.oci.digest import DigestVerifier
+from hybridstore.oci.graph import complete_graph
+from hybridstore.oci.model import Descriptor
 from hybridstore.store.layout import LAYOUT_VERSION, OCILayout
 from hybridstore.store.layout_refs import names_of
 
@@ -61,7 +62,6 @@ __all__ = [
     "compression_for",
     "export_layout",
     "export_to_path",
-    "reachable_blobs",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,55 +85,6 @@ class ExportResult:
             "compression": self.compression,
             "archiveBytes": self.archive_bytes,
         }
-
-
-# --- the content graph ---------------------------------------------------------------------
-
-
-def _allowed_missing(desc: Descriptor, optional: bool) -> bool:
-    """Content a complete graph may lack: index children (a platform-selected pull keeps
-    only some), a referrer's subject, a foreign (URL) layer."""
-    return optional or bool(desc.urls and desc.media_type in mt.NON_DISTRIBUTABLE_LAYERS)
-
-
-def reachable_blobs(
-    roots: Sequence[tuple[str, Descriptor]],
-    present: Callable[[Descriptor], bool],
-    read: Callable[[Descriptor], bytes],
-    missing: Callable[[str, Descriptor], HybridstoreError],
-) -> list[Descriptor]:
-    """Every present descriptor reachable from ``roots``, each digest once.
-
-    Follows indexes to manifests, manifests to config and layers, and
-    ``subject`` links; raises ``missing(ref, desc)`` for absent content that a
-    complete graph needs (the sparse rule of ``layout verify``), and lets
-    documents that fail to parse raise.
-    """
-    seen: dict[Digest, Descriptor] = {}
-    for ref, root in roots:
-        stack: list[tuple[Descriptor, bool]] = [(root, False)]
-        while stack:
-            desc, optional = stack.pop()
-            if desc.digest in seen:
-                continue
-            if not present(desc):
-                if _allowed_missing(desc, optional):
-                    log.info("%s: %s is absent (a sparse layout; allowed)", ref, desc.digest)
-                    continue
-                raise missing(ref, desc)
-            seen[desc.digest] = desc
-            if not (mt.is_manifest(desc.media_type) or mt.is_index(desc.media_type)):
-                continue
-            try:
-                doc = parse_document(read(desc), desc.media_type)
-            except InvalidInputError as e:
-                raise type(e)(f"{ref}: document {desc.digest}: {e}") from None
-            sparse = isinstance(doc, Index)
-            kids = [(child, sparse) for child in doc.children()]
-            if doc.subject is not None:
-                kids.append((doc.subject, True))
-            stack.extend(reversed(kids))
-    return list(seen.values())
 
 
 # --- export --------------------------------------------------------------------------------
@@ -185,7 +136,7 @@ def export_layout(
             f"in layout {source.root}; pull the ref again (hybridstore layout verify shows more)"
         )
 
-    blobs = reachable_blobs(roots, source.exists, source.read_blob, missing)
+    blobs = complete_graph(roots, source.exists, source.read_blob, missing)
     index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}
     index["manifests"] = [desc.to_json() for _, desc in roots]
     index_bytes = json.dumps(index, separators=(",", ":"), ensure_ascii=False).encode()

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from hybridstore.archive.export import reachable_blobs
 from hybridstore.archive.tar import (
     Compression,
     Member,
@@ -46,6 +45,7 @@ from hybridstore.errors import (
 from hybridstore.fs.files import storage_error
 from hybridstore.oci import mediatypes as mt
 from hybridstore.oci.digest import Digest
+from hybridstore.oci.graph import complete_graph
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES, MAX_INDEX_BYTES, MAX_LAYOUT_FILE_BYTES
 from hybridstore.oci.model import Descriptor, Index, parse_document
 from hybridstore.store.cache import BlobCache
@@ -356,7 +356,7 @@ def import_archive(
     roots, result.skipped = _roots(importer.index, ref_name)
     for digest in result.skipped:
         log.warning("skipping the unnamed index.json entry %s", digest)
-    blobs = reachable_blobs(
+    blobs = complete_graph(
         roots,
         lambda d: blob_cache.exists(d.digest, d.size),
         importer.read_document,

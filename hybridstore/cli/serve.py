@@ -51,7 +51,7 @@ def serve(
     For anything shared, push into a real registry instead.
     """
     from hybridstore.errors import InvalidInputError
-    from hybridstore.server.registry import RegistryServer, parse_listen
+    from hybridstore.server.http import RegistryServer, parse_listen
 
     if tls_key and not tls_cert:
         raise InvalidInputError("--tls-key needs --tls-cert")

@@ -514,28 +514,6 @@ class OCILayout:
             log.debug("not following %s: %s", desc.digest, e)
             return None
 
-    def walk(self, desc: Descriptor) -> Iterator[Descriptor]:
-        """Every descriptor reachable from ``desc`` (itself first), each digest once.
-
-        Follows manifests to config and layers, indexes to manifests, and
-        ``subject`` links, descending only into documents that are present.
-        """
-        seen: set[Digest] = set()
-        stack = [desc]
-        while stack:
-            d = stack.pop()
-            if d.digest in seen:
-                continue
-            seen.add(d.digest)
-            yield d
-            doc = self.document(d)
-            if doc is None:
-                continue
-            kids = list(doc.children())
-            if doc.subject is not None:
-                kids.append(doc.subject)
-            stack.extend(reversed(kids))
-
     def blob_files(self) -> Iterator[tuple[Path, Digest | None]]:
         """Every file under ``blobs/<alg>/``, with its digest when the name is one."""
         if refuse_symlink(self.blobs_path, BLOBS_DIR) is None:

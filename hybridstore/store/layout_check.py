@@ -22,8 +22,9 @@ from hybridstore.errors import HybridstoreError, InvalidDocumentError, NotFoundE
 from hybridstore.fs.files import fsync_dir
 from hybridstore.oci import mediatypes as mt
 from hybridstore.oci.digest import Digest
+from hybridstore.oci.graph import Node, walk
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
-from hybridstore.oci.model import Descriptor, Index, parse_document
+from hybridstore.oci.model import Descriptor, Index, Manifest, parse_document
 from hybridstore.store.layout_files import INDEX_FILE, LAYOUT_FILE, read_layout_file
 from hybridstore.store.linking import TEMP_PREFIX
 
@@ -150,26 +151,33 @@ def _referrer_candidates(
     return out
 
 
+def _present_referrers(layout: OCILayout, seen: set[Digest]) -> Callable[[Node], list[Descriptor]]:
+    """The ``referrers`` edge of a layout walk: present manifests whose subject is the
+    node. Found on first use, which comes after the walk of the roots, so the blobs
+    already reached (``seen``) are not read again."""
+    by_subject: dict[Digest, list[Descriptor]] | None = None
+
+    def referrers(node: Node) -> list[Descriptor]:
+        nonlocal by_subject
+        if by_subject is None:
+            by_subject = {}
+            for desc, subject in _referrer_candidates(layout, set(seen)).values():
+                by_subject.setdefault(subject, []).append(desc)
+        return by_subject.get(node.desc.digest, [])
+
+    return referrers
+
+
 def reachable(layout: OCILayout, roots: Iterable[Descriptor]) -> dict[Digest, Descriptor]:
     """Digests reachable from ``roots``, plus present referrers of reachable content."""
-    found: dict[Digest, Descriptor] = {}
-
-    def add(root: Descriptor) -> None:
-        for d in layout.walk(root):
-            found.setdefault(d.digest, d)
-
-    for r in roots:
-        add(r)
-    candidates = _referrer_candidates(layout, found)
-    changed = True
-    while changed:  # referrers of referrers (a signature of an SBOM) need another pass
-        changed = False
-        for digest, (desc, subject) in list(candidates.items()):
-            if subject in found and digest not in found:
-                add(desc)
-                del candidates[digest]
-                changed = True
-    return found
+    seen: set[Digest] = set()
+    nodes = walk(
+        roots,
+        lambda node: layout.document(node.desc),
+        referrers=_present_referrers(layout, seen),
+        seen=seen,
+    )
+    return {node.desc.digest: node.desc for node in nodes}
 
 
 # --- gc --------------------------------------------------------------------------------------
@@ -256,24 +264,15 @@ def verify_layout(layout: OCILayout) -> VerifyReport:
         entries = []
     _check_names(entries, report)
 
-    checked: set[Digest] = set()
-    optional: set[Digest] = set()  # index children and subjects may be absent (sparse)
-    stack = [(e, f"{INDEX_FILE} entry {_names(e)[0] if _names(e) else e.digest}") for e in entries]
-    while stack:
-        while stack:
-            desc, via = stack.pop()
-            if desc.digest in checked:
-                continue
-            checked.add(desc.digest)
-            if not _verify_blob(layout, desc, via, desc.digest in optional, report):
-                continue
-            kids = _verify_document(layout, desc, report, validate_document, optional)
-            stack.extend((k, desc.digest.short) for k in reversed(kids))
-        # Present referrers (manifests whose subject is reachable) are part of the graph.
-        for desc, subject in _referrer_candidates(layout, checked).values():
-            if subject in checked:
-                stack.append((desc, f"referrer of {subject.short}"))
+    def visit(node: Node) -> Manifest | Index | None:
+        if not _verify_blob(layout, node.desc, _via(node), node.optional, report):
+            return None
+        return _verify_document(layout, node.desc, report, validate_document)
 
+    # Present referrers (manifests whose subject is reachable) are part of the graph.
+    checked: set[Digest] = set()
+    for _ in walk(entries, visit, referrers=_present_referrers(layout, checked), seen=checked):
+        pass
     _list_rest(layout, checked, report)
     report.refs = len({_names(e)[0] for e in entries if _names(e)})
     return report
@@ -337,30 +336,31 @@ def _verify_blob(
     return True
 
 
+def _via(node: Node) -> str:
+    """Who names ``node``, for messages."""
+    if node.via == "root":
+        names = _names(node.desc)
+        return f"{INDEX_FILE} entry {names[0] if names else node.desc.digest}"
+    assert node.parent is not None
+    if node.via == "referrer":
+        return f"referrer of {node.parent.digest.short}"
+    return node.parent.digest.short
+
+
 def _verify_document(
     layout: OCILayout,
     desc: Descriptor,
     report: VerifyReport,
     validate: Callable[[bytes, str], list[str]],
-    optional: set[Digest],
-) -> list[Descriptor]:
-    """Validate a (sound) document blob; its children, to check next."""
+) -> Manifest | Index | None:
+    """Validate a (sound) document blob; the document, whose children come next."""
     from hybridstore.oci.schema import SUPPORTED_MEDIA_TYPES
 
     if desc.media_type not in SUPPORTED_MEDIA_TYPES or desc.size > MAX_DOCUMENT_BYTES:
-        return []  # unknown media types are opaque bytes (image spec)
+        return None  # unknown media types are opaque bytes (image spec)
     problems = validate(layout.read_blob(desc), desc.media_type)
     report.problems += [f"{desc.digest} ({desc.media_type}): {p}" for p in problems]
-    doc = layout.document(desc) if not problems else None
-    if doc is None:
-        return []
-    kids = list(doc.children())
-    if isinstance(doc, Index):
-        optional.update(k.digest for k in kids)
-    if doc.subject is not None:
-        kids.append(doc.subject)
-        optional.add(doc.subject.digest)
-    return kids
+    return layout.document(desc) if not problems else None
 
 
 def _list_rest(layout: OCILayout, reached: set[Digest], report: VerifyReport) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from hybridstore.errors import InvalidInputError
 from hybridstore.oci import mediatypes as mt
+from hybridstore.oci.graph import Node, is_foreign_layer, walk
 from hybridstore.oci.model import (
     Descriptor,
     Index,
@@ -133,18 +134,12 @@ class CopyResult:
 
 
 @dataclass
-class _Node:
-    desc: Descriptor
-    raw: bytes
-    doc: Manifest | Index
-
-
-@dataclass
 class _Plan:
-    documents: list[_Node] = field(default_factory=list)  # parents before children
-    referrers: list[_Node] = field(default_factory=list)  # each referrer before its children
+    """What a copy moves: documents as exact bytes (parents before children), blobs once."""
+
+    documents: list[tuple[Descriptor, bytes, Manifest | Index]] = field(default_factory=list)
+    referrers: list[tuple[Descriptor, bytes, Manifest | Index]] = field(default_factory=list)
     blobs: dict[str, Descriptor] = field(default_factory=dict)
-    seen: set[str] = field(default_factory=set)
 
 
 def copy_graph(
@@ -163,10 +158,7 @@ def copy_graph(
     root = src.resolve(ref)
     if not dst.keeps_partial_index and mt.is_index(root.media_type):
         root = _registry_root(src, root, options)
-    plan = _Plan()
-    _walk(src, root, plan, plan.documents, options, dst.keeps_partial_index)
-    if options.include_referrers:
-        _walk_referrers(src, plan, options, dst.keeps_partial_index)
+    plan = _plan(src, root, options, dst.keeps_partial_index)
     result = CopyResult(
         reference or f"{src.description}:{ref}",
         dst.name,
@@ -184,13 +176,13 @@ def copy_graph(
     # Children before parents, so every stored document is complete; referrers
     # before the root, whose naming is the last step.
     head, *children = plan.documents
-    for node in reversed(children):
-        result.blobs.append(dst.put_document(node.desc, node.raw, node.doc, src))
-    for node in reversed(plan.referrers):
-        result.blobs.append(dst.put_document(node.desc, node.raw, node.doc, src))
-        if node.doc.subject is not None:
-            result.referrers.append(str(node.desc.digest))
-    result.blobs.append(dst.put_root(head.desc, head.raw, head.doc, src))
+    for desc, raw, doc in reversed(children):
+        result.blobs.append(dst.put_document(desc, raw, doc, src))
+    for desc, raw, doc in reversed(plan.referrers):
+        result.blobs.append(dst.put_document(desc, raw, doc, src))
+        if doc.subject is not None:
+            result.referrers.append(str(desc.digest))
+    result.blobs.append(dst.put_root(*head, src))
     result.seconds = time.monotonic() - started
     return result
 
@@ -255,60 +247,41 @@ def _registry_root(src: Source, root: Descriptor, options: CopyOptions) -> Descr
     return chosen[0]
 
 
-def _walk(
-    src: Source,
-    root: Descriptor,
-    plan: _Plan,
-    out: list[_Node],
-    options: CopyOptions,
-    partial: bool,
-) -> None:
-    """Add ``root``'s graph to ``plan``: documents to ``out`` (parents first), blobs once."""
-    stack = [root]
-    while stack:
-        desc = stack.pop()
-        key = str(desc.digest)
-        if key in plan.seen:
-            continue
-        plan.seen.add(key)
+def _plan(src: Source, root: Descriptor, options: CopyOptions, partial: bool) -> _Plan:
+    """Walk ``root``'s graph at ``src`` (and, with ``include_referrers``, everything
+    attached to it through ``subject``, recursively): documents read as exact bytes,
+    the blobs they name collected once."""
+    plan = _Plan()
+
+    def visit(node: Node) -> Manifest | Index | None:
+        desc = node.desc
+        if not (mt.is_manifest(desc.media_type) or mt.is_index(desc.media_type)):
+            if is_foreign_layer(desc) and not options.include_nondistributable:
+                log.info("skipping non-distributable layer %s", desc.digest.short)
+            else:
+                plan.blobs.setdefault(str(desc.digest), desc)
+            return None
         raw = src.document(desc)
         doc = parse_document(raw, desc.media_type)
-        out.append(_Node(desc, raw, doc))
-        if isinstance(doc, Index):
-            if partial:
-                kids = select_platforms(doc, options.platforms, options.all_platforms)
-            else:
-                kids = list(doc.manifests)
-            stack.extend(reversed(kids))
-        else:
-            for child in _image_blobs(doc, options.include_nondistributable):
-                plan.blobs.setdefault(str(child.digest), child)
+        (plan.referrers if node.attached else plan.documents).append((desc, raw, doc))
+        return doc
 
+    def select(index: Index) -> list[Descriptor]:
+        if partial:
+            return select_platforms(index, options.platforms, options.all_platforms)
+        return list(index.manifests)
 
-def _walk_referrers(src: Source, plan: _Plan, options: CopyOptions, partial: bool) -> None:
-    """Add everything attached to the planned manifests through ``subject``, recursively."""
-    queue = [n.desc for n in plan.documents]
-    while queue:
-        subject = queue.pop(0)
-        for found in src.referrers(subject, options.referrer_types):
-            if str(found.digest) in plan.seen:
-                continue
-            if len(plan.seen) > _MAX_REFERRER_DOCUMENTS:
-                raise InvalidInputError(
-                    f"more than {_MAX_REFERRER_DOCUMENTS} documents with referrers; "
-                    "narrow them with --referrer-type"
-                )
-            before = len(plan.referrers)
-            _walk(src, found, plan, plan.referrers, options, partial)
-            queue.extend(n.desc for n in plan.referrers[before:])
+    def attached(node: Node) -> list[Descriptor]:
+        if node.doc is None:
+            return []
+        if len(plan.documents) + len(plan.referrers) > _MAX_REFERRER_DOCUMENTS:
+            raise InvalidInputError(
+                f"more than {_MAX_REFERRER_DOCUMENTS} documents with referrers; "
+                "narrow them with --referrer-type"
+            )
+        return list(src.referrers(node.desc, options.referrer_types))
 
-
-def _image_blobs(doc: Manifest, include_nondistributable: bool) -> list[Descriptor]:
-    out = []
-    for child in doc.children():
-        foreign = child.urls and child.media_type in mt.NON_DISTRIBUTABLE_LAYERS
-        if foreign and not include_nondistributable:
-            log.info("skipping non-distributable layer %s", child.digest.short)
-            continue
-        out.append(child)
-    return out
+    referrers = attached if options.include_referrers else None
+    for _ in walk([root], visit, subjects=False, select=select, referrers=referrers):
+        pass
+    return plan

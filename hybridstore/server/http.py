@@ -7,27 +7,6 @@ an OCI error body, and every write method gets 405 ``UNSUPPORTED``. It is a
 convenience, not a registry product: for anything shared, push into a real
 registry (distribution, Harbor, zot).
 
-Repository mapping, from each ``index.json`` entry's fullest name
-(``io.containerd.image.name``, else ``org.opencontainers.image.ref.name``):
-
-- a full reference is served under its repository path and tag, the registry
-  host dropped: ``registry.example.com/charts/app:1.2.3`` is ``charts/app:1.2.3``;
-  Docker Hub names keep their normal form (``nginx:1`` is ``library/nginx:1``);
-  a digest-only name is served by digest alone.
-- a name that is a valid tag (``1.2.3``, ``latest``, as skopeo and umoci write)
-  is served as that tag of a repository named after the layout directory (``./site-images`` ->
-  ``site-images``, lower-cased, other characters made ``-``).
-- collisions (two layouts, or two registries, giving one repository the same
-  tag with different content): the first layout given wins, in index.json
-  order, and a warning names the loser.
-
-A repository serves exactly the content reachable from its tags (manifests,
-configs, layers, index children, subjects), like a registry that had those
-tags pushed; its referrers API lists the manifests among that content whose
-``subject`` is the digest asked about. ``index.json`` files are re-checked on every request (one
-``stat`` each) and the mapping is rebuilt when one changed, so pulling into a
-served layout shows up without a restart.
-
 Why the standard library (``http.server.ThreadingHTTPServer``) and not a web
 framework: the endpoint is a dozen read-only routes whose bodies are files; a
 thread per connection with HTTP/1.1 keep-alive serves skopeo, containerd and
@@ -47,22 +26,18 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from hybridstore.errors import HybridstoreError, InvalidDigestError, InvalidInputError
 from hybridstore.oci import mediatypes as mt
 from hybridstore.oci.digest import Digest
-from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
-from hybridstore.oci.model import Descriptor, Index, Manifest, parse_document
-from hybridstore.oci.reference import Reference, is_valid_tag
+from hybridstore.oci.model import Descriptor
+from hybridstore.server.catalog import Catalog, Repository
 from hybridstore.store.layout import OCILayout
-from hybridstore.store.layout_refs import names_of
 
-__all__ = ["Catalog", "Repository", "RegistryServer", "parse_listen", "repository_for"]
+__all__ = ["RegistryServer", "parse_listen"]
 
 log = logging.getLogger(__name__)
 
@@ -74,146 +49,6 @@ _BLOB_PATH: Final = re.compile(r"/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)")
 _TAGS_PATH: Final = re.compile(r"/v2/(?P<name>.+)/tags/list")
 _REFERRERS_PATH: Final = re.compile(r"/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)")
 _RANGE: Final = re.compile(r"bytes=(\d*)-(\d*)", re.ASCII)
-_NOT_COMPONENT: Final = re.compile(r"[^a-z0-9]+")
-
-
-# --- the catalog: repositories and tags from layouts -------------------------------------
-
-
-@dataclass
-class Repository:
-    """One served repository: tags, reachable content, and referrers by subject."""
-
-    name: str
-    tags: dict[str, Descriptor] = field(default_factory=dict)
-    content: dict[Digest, tuple[OCILayout, Descriptor]] = field(default_factory=dict)
-    referrers: dict[Digest, dict[Digest, Descriptor]] = field(default_factory=dict)
-
-
-def _directory_repository(root: Path) -> str:
-    """A repository name from a layout directory's name (for bare-tag refs)."""
-    name = _NOT_COMPONENT.sub("-", root.absolute().name.lower()).strip("-")
-    return name or "layout"
-
-
-def repository_for(name: str, layout_root: Path) -> tuple[str, str | None]:
-    """``(repository, tag or None)`` a ref name is served as (see the module docstring).
-
-    Raises ``InvalidReferenceError`` for a name that maps to nothing.
-    """
-    if is_valid_tag(name):
-        return _directory_repository(layout_root), name
-    ref = Reference.parse(name)
-    return ref.repository, ref.tag
-
-
-class Catalog:
-    """What a set of layouts serves; rebuilt when one of their ``index.json`` files changes."""
-
-    def __init__(self, layouts: Sequence[OCILayout]) -> None:
-        self.layouts = list(layouts)
-        self._lock = threading.Lock()
-        self._signature: tuple[tuple[int, int, int], ...] | None = None
-        self._repos: dict[str, Repository] = {}
-
-    def _current_signature(self) -> tuple[tuple[int, int, int], ...]:
-        out = []
-        for layout in self.layouts:
-            try:
-                st = os.stat(layout.index_path)
-                out.append((st.st_ino, st.st_size, st.st_mtime_ns))
-            except OSError:
-                out.append((0, 0, 0))
-        return tuple(out)
-
-    def repositories(self) -> dict[str, Repository]:
-        """The current mapping (re-read first if any ``index.json`` changed)."""
-        with self._lock:
-            signature = self._current_signature()
-            if signature != self._signature:
-                self._repos = _build(self.layouts)
-                self._signature = signature
-            return self._repos
-
-
-def _build(layouts: Sequence[OCILayout]) -> dict[str, Repository]:
-    repos: dict[str, Repository] = {}
-    for layout in layouts:
-        try:
-            entries = layout.entries()
-        except HybridstoreError as e:
-            log.warning("not serving %s: %s", layout.root, e)
-            continue
-        docs: dict[Digest, Manifest | Index | None] = {}
-        for desc in entries:
-            names = names_of(desc)
-            if not names:
-                continue
-            try:
-                repo_name, tag = repository_for(names[0], layout.root)
-            except InvalidInputError as e:
-                log.warning("not serving %r from %s: %s", names[0], layout.root, e)
-                continue
-            repo = repos.setdefault(repo_name, Repository(repo_name))
-            if tag is not None:
-                old = repo.tags.get(tag)
-                if old is not None:
-                    if old.digest != desc.digest:
-                        log.warning(
-                            "%s:%s is served from an earlier layout (%s); %s in %s is hidden",
-                            repo_name, tag, old.digest, names[0], layout.root,
-                        )  # fmt: skip
-                    continue
-                repo.tags[tag] = desc
-            _add_graph(repo, layout, desc, docs)
-    return repos
-
-
-def _add_graph(
-    repo: Repository,
-    layout: OCILayout,
-    root: Descriptor,
-    docs: dict[Digest, Manifest | Index | None],
-) -> None:
-    """Record everything present and reachable from ``root``, and who refers to what."""
-    stack = [root]
-    while stack:
-        desc = stack.pop()
-        if desc.digest in repo.content or not layout.exists(desc):
-            continue
-        repo.content[desc.digest] = (layout, desc)
-        if not (mt.is_manifest(desc.media_type) or mt.is_index(desc.media_type)):
-            continue
-        if desc.digest not in docs:
-            docs[desc.digest] = _document(layout, desc)
-        doc = docs[desc.digest]
-        if doc is None:
-            continue
-        stack.extend(doc.children())
-        if doc.subject is not None:
-            stack.append(doc.subject)
-            artifact_type = (
-                doc.effective_artifact_type if isinstance(doc, Manifest) else doc.artifact_type
-            )
-            referrer = Descriptor(
-                desc.media_type,
-                desc.digest,
-                desc.size,
-                annotations=dict(doc.annotations),
-                artifact_type=artifact_type,
-            )
-            repo.referrers.setdefault(doc.subject.digest, {})[desc.digest] = referrer
-
-
-def _document(layout: OCILayout, desc: Descriptor) -> Manifest | Index | None:
-    try:
-        return parse_document(layout.read_blob(desc, MAX_DOCUMENT_BYTES), desc.media_type)
-    except HybridstoreError as e:
-        log.warning("serving %s from %s as an opaque blob: %s", desc.digest, layout.root, e)
-        return None
-
-
-# --- HTTP ----------------------------------------------------------------------------------
 
 
 class _HTTPError(Exception):
