@@ -14,7 +14,8 @@ test: deps venv lint
 
 lint: venv
 	$(BIN)/ruff check hybridstore tests examples benchmarks
-	$(BIN)/mypy hybridstore
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 bench: deps venv
 	$(BIN)/pip install -q -e '.[test,dev,bench]'

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from hybridstore.pull import pull
-from hybridstore.remote.transport import TransportOptions
+from hybridstore import TransportOptions, pull
 
 
 def main(argv: list[str]) -> int:

@@ -18,24 +18,19 @@ imported from (``archive.importer.import_archive``, every blob verified) or expo
 
 from __future__ import annotations
 
-import os
 import tempfile
-from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
-from hybridstore.oci.model import Platform
-from hybridstore.remote.credentials import Credential
-from hybridstore.remote.transport import TransportOptions
-from hybridstore.remote.upload import UploadOptions
 from hybridstore.store.cache import BlobCache
 from hybridstore.store.layout import OCILayout
-from hybridstore.store.linking import LinkMode
-from hybridstore.transfer.copier import Copier, copy_options
-from hybridstore.transfer.endpoint import Progress
+from hybridstore.transfer.copier import Copier, CopySettings
 from hybridstore.transfer.engine import CopyResult
 from hybridstore.transfer.locator import Location, parse_location
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["copy"]
 
@@ -77,46 +72,13 @@ def _copy(copier: Copier, src: Location, dst: Location) -> CopyResult:
     raise AssertionError("unreachable")
 
 
-def copy(
-    src: str,
-    dst: str,
-    *,
-    cache: str | os.PathLike[str] | BlobCache | None = None,
-    platforms: Sequence[str | Platform] = (),
-    all_platforms: bool = False,
-    concurrency: int = 8,
-    include_nondistributable: bool = False,
-    include_referrers: bool = False,
-    referrer_types: Sequence[str] = (),
-    link_mode: LinkMode | str | None = None,
-    transport: TransportOptions | None = None,
-    credential: Credential | None = None,
-    upload: UploadOptions | None = None,
-    manifest_limit: int = MAX_DOCUMENT_BYTES,
-    progress: Progress | None = None,
-) -> CopyResult:
-    """Copy ``src`` to ``dst`` (``docker://REF``, ``REF``, ``oci://REF``, ``oci:PATH[:NAME]``).
+def copy(src: str, dst: str, **settings: Unpack[CopySettings]) -> CopyResult:
+    """Copy ``src`` to ``dst`` (``docker://REF``, ``REF``, ``oci://REF``, ``oci:PATH[:NAME]``,
+    ``oci-archive:PATH[:NAME]``); ``settings`` as ``CopySettings`` describes them.
 
     A layout destination without ``NAME`` records the source's full reference
     (or its layout ref name).
     """
-    options = copy_options(
-        platforms=platforms,
-        all_platforms=all_platforms,
-        concurrency=concurrency,
-        include_nondistributable=include_nondistributable,
-        include_referrers=include_referrers,
-        referrer_types=referrer_types,
-    )
     src_loc, dst_loc = parse_location(src), parse_location(dst)
-    with Copier(
-        options,
-        cache=cache,
-        transport=transport,
-        credential=credential,
-        link_mode=link_mode,
-        upload=upload,
-        manifest_limit=manifest_limit,
-        progress=progress,
-    ) as copier:
+    with Copier(**settings) as copier:
         return _copy(copier, src_loc, dst_loc)

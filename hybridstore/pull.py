@@ -14,19 +14,16 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hybridstore.errors import HybridstoreError
-from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
-from hybridstore.oci.model import Platform
 from hybridstore.oci.reference import Reference
-from hybridstore.remote.credentials import Credential
-from hybridstore.remote.transport import TransportOptions
-from hybridstore.store.cache import BlobCache
 from hybridstore.store.layout import OCILayout
-from hybridstore.store.linking import LinkMode
-from hybridstore.transfer.copier import Copier, copy_options
-from hybridstore.transfer.endpoint import Progress
+from hybridstore.transfer.copier import Copier, CopySettings
 from hybridstore.transfer.engine import CopyResult
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 log = logging.getLogger("hybridstore.pull")
 
@@ -39,45 +36,18 @@ def pull_many(
     refs: Sequence[str],
     *,
     layout: str | os.PathLike[str] | OCILayout,
-    cache: str | os.PathLike[str] | BlobCache | None = None,
-    platforms: Sequence[str | Platform] = (),
-    all_platforms: bool = False,
-    concurrency: int = 8,
     ref_name: str | None = None,
-    link_mode: LinkMode | str | None = None,
-    include_nondistributable: bool = False,
-    include_referrers: bool = False,
-    referrer_types: Sequence[str] = (),
-    transport: TransportOptions | None = None,
-    credential: Credential | None = None,
-    manifest_limit: int = MAX_DOCUMENT_BYTES,
-    progress: Progress | None = None,
+    **settings: Unpack[CopySettings],
 ) -> list[PullResult]:
-    """Pull each reference into ``layout`` through the shared ``cache``.
+    """Pull each reference into ``layout`` through the shared cache; ``settings`` as
+    ``CopySettings`` describes them.
 
     All references share one connection pool and one set of worker pools. ``ref_name``
-    only makes sense with a single reference. ``include_referrers`` also pulls
-    what is attached to the content through ``subject`` (signatures, SBOMs),
-    optionally only of ``referrer_types``.
+    (the name recorded in the layout, default the full reference) only makes sense
+    with a single reference.
     """
     parsed = [Reference.parse(r) for r in refs]
-    options = copy_options(
-        platforms=platforms,
-        all_platforms=all_platforms,
-        concurrency=concurrency,
-        include_nondistributable=include_nondistributable,
-        include_referrers=include_referrers,
-        referrer_types=referrer_types,
-    )
-    with Copier(
-        options,
-        cache=cache,
-        transport=transport,
-        credential=credential,
-        link_mode=link_mode,
-        manifest_limit=manifest_limit,
-        progress=progress,
-    ) as copier:
+    with Copier(**settings) as copier:
         # Sources first: credentials are resolved before the layout exists.
         sources = [copier.registry_source(ref) for ref in parsed]
         new_dir = None if isinstance(layout, OCILayout) else Path(layout)
@@ -112,35 +82,8 @@ def pull(
     ref: str,
     *,
     layout: str | os.PathLike[str] | OCILayout,
-    cache: str | os.PathLike[str] | BlobCache | None = None,
-    platforms: Sequence[str | Platform] = (),
-    all_platforms: bool = False,
-    concurrency: int = 8,
     ref_name: str | None = None,
-    link_mode: LinkMode | str | None = None,
-    include_nondistributable: bool = False,
-    include_referrers: bool = False,
-    referrer_types: Sequence[str] = (),
-    transport: TransportOptions | None = None,
-    credential: Credential | None = None,
-    manifest_limit: int = MAX_DOCUMENT_BYTES,
-    progress: Progress | None = None,
+    **settings: Unpack[CopySettings],
 ) -> PullResult:
-    """Pull one reference into ``layout``; the parameters are ``pull_many``'s."""
-    return pull_many(
-        [ref],
-        layout=layout,
-        cache=cache,
-        platforms=platforms,
-        all_platforms=all_platforms,
-        concurrency=concurrency,
-        ref_name=ref_name,
-        link_mode=link_mode,
-        include_nondistributable=include_nondistributable,
-        include_referrers=include_referrers,
-        referrer_types=referrer_types,
-        transport=transport,
-        credential=credential,
-        manifest_limit=manifest_limit,
-        progress=progress,
-    )[0]
+    """Pull one reference into ``layout``; as ``pull_many``."""
+    return pull_many([ref], layout=layout, ref_name=ref_name, **settings)[0]

@@ -19,25 +19,21 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from hybridstore.errors import InvalidInputError
-from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
-from hybridstore.oci.model import Platform
 from hybridstore.oci.reference import Reference
 from hybridstore.oci.referrers import is_fallback_tag
-from hybridstore.remote.credentials import Credential
-from hybridstore.remote.transport import TransportOptions
-from hybridstore.remote.upload import UploadOptions
-from hybridstore.store.cache import BlobCache
 from hybridstore.store.layout import OCILayout
 from hybridstore.store.layout_refs import names_of
-from hybridstore.transfer.copier import Copier, copy_options
-from hybridstore.transfer.endpoint import Progress
+from hybridstore.transfer.copier import Copier, CopySettings
 from hybridstore.transfer.engine import CopyResult
 from hybridstore.transfer.locator import Location, explicit_reference
 
-__all__ = ["push", "push_all", "push_targets"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["push", "push_all", "push_many", "push_targets"]
 
 
 def _target(name: str, target: str | None) -> Reference:
@@ -94,61 +90,36 @@ def push(
     layout: str | os.PathLike[str],
     name: str,
     target: str | None = None,
-    **kwargs: Any,
+    **settings: Unpack[CopySettings],
 ) -> CopyResult:
-    """Push the layout ref ``name`` (its whole graph) to ``target`` (default: ``name``).
-
-    Keyword arguments as for ``push_many``.
-    """
-    return push_many(layout, [(name, target)], **kwargs)[0]
+    """Push the layout ref ``name`` (its whole graph) to ``target`` (default: ``name``);
+    ``settings`` as ``CopySettings`` describes them."""
+    return push_many(layout, [(name, target)], **settings)[0]
 
 
 def push_all(
-    layout: str | os.PathLike[str], *, registry: str | None = None, **kwargs: Any
+    layout: str | os.PathLike[str],
+    *,
+    registry: str | None = None,
+    **settings: Unpack[CopySettings],
 ) -> list[CopyResult]:
     """Push every ref of ``layout`` to its recorded name (or into ``registry``),
-    with their referrers."""
+    with their referrers unless ``include_referrers=False``."""
     pairs: list[tuple[str, str | None]] = [(n, str(t)) for n, t in push_targets(layout, registry)]
-    kwargs.setdefault("include_referrers", True)
-    return push_many(layout, pairs, **kwargs)
+    settings.setdefault("include_referrers", True)
+    return push_many(layout, pairs, **settings)
 
 
 def push_many(
     layout: str | os.PathLike[str],
     pairs: Sequence[tuple[str, str | None]],
-    *,
-    cache: str | os.PathLike[str] | BlobCache | None = None,
-    platforms: Sequence[str | Platform] = (),
-    concurrency: int = 8,
-    include_nondistributable: bool = False,
-    include_referrers: bool = False,
-    referrer_types: Sequence[str] = (),
-    transport: TransportOptions | None = None,
-    credential: Credential | None = None,
-    upload: UploadOptions | None = None,
-    manifest_limit: int = MAX_DOCUMENT_BYTES,
-    progress: Progress | None = None,
+    **settings: Unpack[CopySettings],
 ) -> list[CopyResult]:
     """Push each ``(ref name, target or None)`` of ``layout``; one pool, one HTTP client."""
-    options = copy_options(
-        platforms=platforms,
-        concurrency=concurrency,
-        include_nondistributable=include_nondistributable,
-        include_referrers=include_referrers,
-        referrer_types=referrer_types,
-    )
     plan = [(name, _target(name, target)) for name, target in pairs]
     root = Path(layout)
     results = []
-    with Copier(
-        options,
-        cache=cache,
-        transport=transport,
-        credential=credential,
-        upload=upload,
-        manifest_limit=manifest_limit,
-        progress=progress,
-    ) as copier:
+    with Copier(**settings) as copier:
         for name, ref in plan:
             src = Location("layout", path=root, name=name)
             results.append(copier.copy(src, Location("registry", reference=ref)))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from types import TracebackType
+from typing import TYPE_CHECKING, TypedDict
 
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import Platform
@@ -33,52 +34,67 @@ from hybridstore.transfer.open import Opened, sole_ref
 from hybridstore.transfer.pools import BlobPools
 from hybridstore.transfer.registry_endpoint import RegistryDestination, RegistrySource
 
-__all__ = ["Copier", "copy_options"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["CopySettings", "Copier", "copy_options"]
 
 
-def copy_options(
-    *,
-    platforms: Sequence[str | Platform] = (),
-    all_platforms: bool = False,
-    concurrency: int = 8,
-    include_nondistributable: bool = False,
-    include_referrers: bool = False,
-    referrer_types: Sequence[str] = (),
-) -> CopyOptions:
-    """``CopyOptions`` from the verbs' keyword arguments (platforms as text or values)."""
+class CopySettings(TypedDict, total=False):
+    """The keyword arguments of every verb that moves content (``pull``, ``push``,
+    ``copy``), spelled once; the defaults are ``Copier``'s."""
+
+    cache: str | os.PathLike[str] | BlobCache | None
+    """The shared blob cache (default: ``BlobCache.default_root()``)."""
+    platforms: Sequence[str | Platform]
+    """Wanted platforms of an image index (default: the host's for layouts)."""
+    all_platforms: bool
+    concurrency: int
+    """Large blobs moved at once (default 8; small ones up to 4x as many)."""
+    include_nondistributable: bool
+    include_referrers: bool
+    """Also move what is attached through ``subject`` (signatures, SBOMs)."""
+    referrer_types: Sequence[str]
+    """With ``include_referrers``: only these artifact types (default: all)."""
+    link_mode: LinkMode | str | None
+    """How blobs enter a layout: ``auto`` (default), ``reflink``, ``hardlink``, ``copy``."""
+    transport: TransportOptions | None
+    credential: Credential | None
+    upload: UploadOptions | None
+    manifest_limit: int
+    progress: Progress | None
+
+
+def copy_options(settings: CopySettings) -> CopyOptions:
+    """The engine's ``CopyOptions`` from a verb's settings (platforms as text or values)."""
     return CopyOptions(
-        platforms=tuple(p if isinstance(p, Platform) else Platform.parse(p) for p in platforms),
-        all_platforms=all_platforms,
-        concurrency=concurrency,
-        include_nondistributable=include_nondistributable,
-        include_referrers=include_referrers,
-        referrer_types=tuple(referrer_types),
+        platforms=tuple(
+            p if isinstance(p, Platform) else Platform.parse(p)
+            for p in settings.get("platforms", ())
+        ),
+        all_platforms=settings.get("all_platforms", False),
+        concurrency=settings.get("concurrency", 8),
+        include_nondistributable=settings.get("include_nondistributable", False),
+        include_referrers=settings.get("include_referrers", False),
+        referrer_types=tuple(settings.get("referrer_types", ())),
     )
 
 
 class Copier:
     """Shared state of one command's copies: connections, cache, worker pools."""
 
-    def __init__(
-        self,
-        options: CopyOptions,
-        *,
-        cache: str | os.PathLike[str] | BlobCache | None = None,
-        transport: TransportOptions | None = None,
-        credential: Credential | None = None,
-        link_mode: LinkMode | str | None = None,
-        upload: UploadOptions | None = None,
-        manifest_limit: int = MAX_DOCUMENT_BYTES,
-        progress: Progress | None = None,
-    ) -> None:
-        self.options = options
+    def __init__(self, **settings: Unpack[CopySettings]) -> None:
+        self.options = copy_options(settings)
+        cache = settings.get("cache")
         self.cache = cache if isinstance(cache, BlobCache) else BlobCache(cache)
-        self.clients = RegistryClients(transport or TransportOptions(), credential)
+        transport = settings.get("transport") or TransportOptions()
+        self.clients = RegistryClients(transport, settings.get("credential"))
+        link_mode = settings.get("link_mode")
         self.link_mode = LinkMode(link_mode) if isinstance(link_mode, str) else link_mode
-        self.upload = upload
-        self.manifest_limit = manifest_limit
-        self.progress = progress
-        self.pools = BlobPools(options.concurrency)
+        self.upload = settings.get("upload")
+        self.manifest_limit = settings.get("manifest_limit", MAX_DOCUMENT_BYTES)
+        self.progress = settings.get("progress")
+        self.pools = BlobPools(self.options.concurrency)
 
     def __enter__(self) -> Copier:
         return self
