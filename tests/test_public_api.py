@@ -6,8 +6,11 @@ from __future__ import annotations
 import inspect
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from support.oci_builder import SampleContent
+from support.registry import Registry
 
 import hybridstore
 
@@ -59,3 +62,22 @@ def test_importing_the_package_loads_no_store_or_client() -> None:
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     ).stdout.split()
     assert out == []
+
+
+@pytest.mark.registry
+def test_the_library_tour_example_runs_end_to_end(
+    registry_content: SampleContent, registry: Registry, tmp_path: Path
+) -> None:
+    """``examples/library_tour.py`` (the README's library section) against a real registry."""
+    image, chart = registry_content.image, registry_content.chart
+    tour = Path(__file__).resolve().parent.parent / "examples" / "library_tour.py"
+    args = [image.ref, chart.ref, registry.host_port, str(tmp_path), "--plain-http"]
+    done = subprocess.run(
+        [sys.executable, str(tour), *args], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "chart " in done.stdout and "pushed 2 refs" in done.stdout
+    assert (tmp_path / "site.tar.zst").is_file()
+    restored = hybridstore.OCILayout.open(tmp_path / "restored")
+    assert sorted(restored.refs()) == sorted([image.ref, chart.ref])
+    assert list((tmp_path / "vendor").glob("*.tgz")), "the chart .tgz was extracted"
