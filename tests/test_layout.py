@@ -19,8 +19,9 @@ from hybridstore.errors import (
 )
 from hybridstore.oci.digest import Digest
 from hybridstore.oci.model import ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Descriptor
-from hybridstore.store.layout import INDEX_LOCK_FILE, OCILayout
+from hybridstore.store.layout import OCILayout
 from hybridstore.store.layout_check import gc_layout, verify_layout
+from hybridstore.store.layout_files import INDEX_LOCK_FILE
 
 FULL = "registry.example.com/charts/app:1.2.3"
 

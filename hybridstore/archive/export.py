@@ -52,7 +52,8 @@ from hybridstore.oci import mediatypes as mt
 from hybridstore.oci.digest import DigestVerifier
 from hybridstore.oci.graph import complete_graph
 from hybridstore.oci.model import Descriptor
-from hybridstore.store.layout import LAYOUT_VERSION, OCILayout
+from hybridstore.store.layout import OCILayout
+from hybridstore.store.layout_files import LAYOUT_VERSION
 from hybridstore.store.layout_refs import names_of
 
 __all__ = [

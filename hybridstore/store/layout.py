@@ -82,15 +82,7 @@ from hybridstore.store.layout_refs import (
 )
 from hybridstore.store.linking import Linker, LinkMode
 
-__all__ = [
-    "BLOBS_DIR",
-    "INDEX_FILE",
-    "INDEX_LOCK_FILE",
-    "LAYOUT_FILE",
-    "LAYOUT_VERSION",
-    "OCILayout",
-    "read_layout_file",
-]
+__all__ = ["OCILayout"]
 
 log = logging.getLogger(__name__)
 

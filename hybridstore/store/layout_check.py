@@ -25,7 +25,14 @@ from hybridstore.oci.digest import Digest
 from hybridstore.oci.graph import Node, walk
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import Descriptor, Index, Manifest, parse_document
-from hybridstore.store.layout_files import INDEX_FILE, LAYOUT_FILE, read_layout_file
+from hybridstore.store.layout_files import (
+    BLOBS_DIR,
+    INDEX_FILE,
+    INDEX_LOCK_FILE,
+    LAYOUT_FILE,
+    read_layout_file,
+)
+from hybridstore.store.layout_refs import follows_ref_grammar, names_of
 from hybridstore.store.linking import TEMP_PREFIX
 
 if TYPE_CHECKING:
@@ -262,7 +269,7 @@ def verify_layout(layout: OCILayout) -> VerifyReport:
     except (NotFoundError, InvalidDocumentError) as e:
         report.problems.append(f"{INDEX_FILE}: {e}")
         entries = []
-    _check_names(entries, report)
+    _checknames_of(entries, report)
 
     def visit(node: Node) -> Manifest | Index | None:
         if not _verify_blob(layout, node.desc, _via(node), node.optional, report):
@@ -274,22 +281,14 @@ def verify_layout(layout: OCILayout) -> VerifyReport:
     for _ in walk(entries, visit, referrers=_present_referrers(layout, checked), seen=checked):
         pass
     _list_rest(layout, checked, report)
-    report.refs = len({_names(e)[0] for e in entries if _names(e)})
+    report.refs = len({names_of(e)[0] for e in entries if names_of(e)})
     return report
 
 
-def _names(desc: Descriptor) -> tuple[str, ...]:
-    from hybridstore.store.layout_refs import names_of
-
-    return names_of(desc)
-
-
-def _check_names(entries: list[Descriptor], report: VerifyReport) -> None:
-    from hybridstore.store.layout_refs import follows_ref_grammar
-
+def _checknames_of(entries: list[Descriptor], report: VerifyReport) -> None:
     by_name: dict[str, set[str]] = {}
     for e in entries:
-        for n in _names(e):
+        for n in names_of(e):
             by_name.setdefault(n, set()).add(str(e.digest))
             if not follows_ref_grammar(n):
                 report.warnings.append(f"ref name {n!r} does not follow the ref.name grammar")
@@ -339,7 +338,7 @@ def _verify_blob(
 def _via(node: Node) -> str:
     """Who names ``node``, for messages."""
     if node.via == "root":
-        names = _names(node.desc)
+        names = names_of(node.desc)
         return f"{INDEX_FILE} entry {names[0] if names else node.desc.digest}"
     assert node.parent is not None
     if node.via == "referrer":
@@ -364,8 +363,6 @@ def _verify_document(
 
 
 def _list_rest(layout: OCILayout, reached: set[Digest], report: VerifyReport) -> None:
-    from hybridstore.store.layout import BLOBS_DIR, INDEX_FILE, INDEX_LOCK_FILE, LAYOUT_FILE
-
     blobs = layout.blobs_path
     if blobs.is_dir() and not blobs.is_symlink():
         for entry in os.scandir(blobs):
