@@ -44,7 +44,8 @@ def pull_many(
 
     All references share one connection pool and one set of worker pools. ``ref_name``
     (the name recorded in the layout, default the full reference) only makes sense
-    with a single reference.
+    with a single reference. A ``layout`` given as an ``OCILayout`` links from the
+    cache it was opened with.
     """
     parsed = [Reference.parse(r) for r in refs]
     with Copier(**settings) as copier:

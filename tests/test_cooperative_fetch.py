@@ -200,7 +200,7 @@ def test_a_warm_pull_places_every_blob_without_worker_threads(
         result = copy_graph(
             RegistrySource(clients.repository(parsed), cache),
             parsed.reference,
-            LayoutDestination(layout, cache, str(parsed)),
+            LayoutDestination(layout, str(parsed)),
             CopyOptions(),
             pools=pools,
         )

@@ -146,8 +146,8 @@ class Copier:
     def layout_destination(
         self, layout: OCILayout, name: str, *, partial: bool = True
     ) -> LayoutDestination:
-        """Into ``layout`` through this command's cache; the root is tagged ``name``."""
-        return LayoutDestination(layout, self.cache, name, partial=partial)
+        """Into ``layout`` through the cache it links from; the root is tagged ``name``."""
+        return LayoutDestination(layout, name, partial=partial)
 
     def destination(self, loc: Location, src: Opened) -> Destination:
         if loc.kind == "registry":

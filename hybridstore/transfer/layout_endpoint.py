@@ -32,7 +32,7 @@ from hybridstore.oci.referrers import (
     referrers_of_index,
 )
 from hybridstore.remote.transport import RegistryTransport
-from hybridstore.store.cache import CHUNK_SIZE, BlobCache, BlobSource
+from hybridstore.store.cache import CHUNK_SIZE, BlobSource
 from hybridstore.store.layout import OCILayout
 from hybridstore.store.layout_refs import names_of
 from hybridstore.store.linking import LinkMode
@@ -124,18 +124,16 @@ def layout_referrers(layout: OCILayout, subject: Digest) -> list[Descriptor]:
 
 
 class LayoutDestination:
-    """Writes into ``layout`` through ``cache``; the root is tagged ``ref_name``.
+    """Writes into ``layout`` through the layout's cache; the root is tagged ``ref_name``.
 
     ``partial=False`` (a layout about to become an archive) takes whole indexes,
     as a registry does. A ``SchedulingDestination``: ``put_local`` places a blob
     this machine already has, ``try_put_blob`` defers one another process is
     fetching (see ``transfer.copy_graph``)."""
 
-    def __init__(
-        self, layout: OCILayout, cache: BlobCache, ref_name: str, *, partial: bool = True
-    ) -> None:
+    def __init__(self, layout: OCILayout, ref_name: str, *, partial: bool = True) -> None:
         self.layout = layout
-        self.cache = cache
+        self.cache = layout.cache  # the one the layout links from, so ingest and link agree
         self.ref_name = ref_name
         self.keeps_partial_index = partial
         """False for a layout that will be exported: like a registry, it gets whole indexes."""
