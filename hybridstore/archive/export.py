@@ -1,11 +1,11 @@
-"""Export and import OCI image layouts as tar archives: carrying content across an air gap.
+"""Export an OCI image layout (or chosen refs) as one tar: carrying content across an air gap.
 
 **Export** writes one OCI layout tar: ``oci-layout``, ``index.json`` (only the
 chosen refs, sorted by name), ``blobs/``, ``blobs/<alg>/`` and every blob
 reachable from those refs exactly once, in digest order. It streams (memory does
 not grow with the archive) and re-hashes every blob on the way out, so a damaged
 layout is caught on this side of the gap, not the other. The same content always
-gives byte-identical archives (``archive_tar`` fixes the metadata and the
+gives byte-identical archives (``archive.tar`` fixes the metadata and the
 format: pax). ``index.json`` is written before the blobs so a streaming reader
 knows what to expect (skopeo writes it last; import takes both).
 
@@ -15,7 +15,7 @@ reference (``oci-archive:app.tar:registry.example.com/charts/app:1.2.3``;
 skopeo splits at the first ``:``, so FILE must not contain one). With a single
 ref NAME may be omitted. A bare tag does not match a full name.
 
-Importing is ``archive_import``.
+Importing is ``archive.importer``.
 """
 
 from __future__ import annotations

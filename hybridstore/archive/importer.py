@@ -1,6 +1,6 @@
 """Import an OCI layout tar (as ``hybridstore export`` or skopeo writes it) into a layout.
 
-**Import** never extracts anything. ``archive_tar.TarReader`` walks the headers
+**Import** never extracts anything. ``archive.tar.TarReader`` walks the headers
 and accepts only regular files and directories with plain relative names, no
 duplicates, within caps on entries and bytes; here only allow-listed members
 are accepted (``oci-layout``, ``index.json``, ``blobs/``, ``blobs/<alg>/``,

@@ -24,7 +24,7 @@ class GlobalOptions:
 
 pass_options = click.make_pass_decorator(GlobalOptions, ensure=True)
 
-# The numbers are blob_pools.SMALL_BLOB and SMALL_BLOB_FANOUT (not imported: every command
+# The numbers are transfer.pools.SMALL_BLOB and SMALL_BLOB_FANOUT (not imported: every command
 # loads this module, and that one imports the document model).
 concurrency_option = click.option(
     "--concurrency",

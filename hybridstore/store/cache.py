@@ -11,7 +11,7 @@ an existing directory of that shape works as a cache)::
     <root>/quarantine/               blobs that failed a check, set aside for inspection
 
 Publishing: bytes stream into a file under ``ingest/`` while being hashed and
-counted (``ingest_file.py``); then fsync, check size and digest, ``os.link``
+counted (``store/ingest.py``); then fsync, check size and digest, ``os.link``
 into ``blobs/`` (``EEXIST``: someone else published it, fine), unlink the ingest
 file. Never ``os.replace`` onto a blob: layouts hard-link blob inodes, and
 swapping the inode would leave them behind (pnpm#3445). Nothing unverified is
@@ -39,7 +39,7 @@ then). Correctness never depends on the lock: where locks cannot be trusted
 (network and FUSE filesystems, where flock may silently succeed for everyone)
 each writer uses its own temp file and only whole, verified files are linked.
 Where they are trusted, a holder killed mid-download leaves its partial for the
-next holder to resume (``ingest_file.fill``).
+next holder to resume (``ingest.fill``).
 
 "Used", for pruning, is the blob file's mtime: set when the blob is published,
 and bumped by ``touch`` (which ``ingest`` calls on every cache hit and layout

@@ -4,8 +4,8 @@ A *source* resolves refs and hands out exact, verified bytes: manifests in
 memory, blobs as a resumable ``BlobSource`` (for the cache) or as a local file
 that can be opened again and again (for uploads). A *destination* takes blobs
 and documents and finally names the root. Registries and cache-backed layouts
-implement both sides (``registry.py``, ``layout.py``), so pull, push and copy
-are the same walk (``transfer.copy_graph``).
+implement both sides (``registry_endpoint``, ``layout_endpoint``), so pull, push and copy
+are the same walk (``engine.copy_graph``).
 """
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ class LayoutDestination:
     ``partial=False`` (a layout about to become an archive) takes whole indexes,
     as a registry does. A ``SchedulingDestination``: ``put_local`` places a blob
     this machine already has, ``try_put_blob`` defers one another process is
-    fetching (see ``transfer.copy_graph``)."""
+    fetching (see ``engine.copy_graph``)."""
 
     def __init__(self, layout: OCILayout, ref_name: str, *, partial: bool = True) -> None:
         self.layout = layout
