@@ -9,7 +9,12 @@ from typing import Any, TypeVar
 import click
 
 from hybridstore.cli.common import GlobalOptions, concurrency_option, emit_json, pass_options
-from hybridstore.cli.remote_options import credential_from, registry_options, transport_from
+from hybridstore.cli.remote_options import (
+    credential_from,
+    mirror_options,
+    registry_options,
+    transport_from,
+)
 
 __all__ = ["copy", "transfer_options", "upload_options", "run_with_progress", "print_results"]
 
@@ -153,6 +158,7 @@ def print_results(opts: GlobalOptions, as_json: bool, results: Sequence[Any]) ->
     help="How blobs enter a layout destination [env HYBRIDSTORE_LINK_MODE].",
 )
 @registry_options
+@mirror_options
 @pass_options
 def copy(opts: GlobalOptions, /, src: str, dst: str, **kw: Any) -> None:
     """Copy SRC to DST, keeping every digest.

@@ -9,6 +9,7 @@ import click
 from hybridstore.cli.common import GlobalOptions, emit_json, pass_options
 from hybridstore.cli.remote_options import (
     credential_from,
+    mirror_options,
     ref_or_layout,
     registry_options,
     transport_from,
@@ -37,6 +38,7 @@ __all__ = ["extract"]
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @registry_options
+@mirror_options
 @pass_options
 def extract(
     opts: GlobalOptions,

@@ -11,6 +11,7 @@ import click
 from hybridstore.cli.common import emit_json
 from hybridstore.cli.remote_options import (
     credential_from,
+    mirror_options,
     ref_or_layout,
     registry_options,
     transport_from,
@@ -34,6 +35,7 @@ __all__ = ["inspect"]
     help="Largest manifest accepted, in bytes.",
 )
 @registry_options
+@mirror_options
 def inspect(
     ref: str | None,
     layout_dir: str | None,

@@ -9,7 +9,12 @@ from typing import Any
 import click
 
 from hybridstore.cli.common import GlobalOptions, concurrency_option, emit_json, pass_options
-from hybridstore.cli.remote_options import credential_from, registry_options, transport_from
+from hybridstore.cli.remote_options import (
+    credential_from,
+    mirror_options,
+    registry_options,
+    transport_from,
+)
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import Descriptor
 from hybridstore.transfer.engine import BlobOutcome, Progress
@@ -110,6 +115,7 @@ class RichProgress(Progress):
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @registry_options
+@mirror_options
 @pass_options
 def pull(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
     """Pull REFS (images, Helm charts via oci://, ORAS artifacts) into a layout.

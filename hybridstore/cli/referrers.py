@@ -9,6 +9,7 @@ import click
 from hybridstore.cli.common import emit_json
 from hybridstore.cli.remote_options import (
     credential_from,
+    mirror_options,
     ref_or_layout,
     registry_options,
     transport_from,
@@ -27,6 +28,7 @@ __all__ = ["referrers"]
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @registry_options
+@mirror_options
 def referrers(
     ref: str | None,
     layout_dir: str | None,

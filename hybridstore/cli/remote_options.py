@@ -12,7 +12,13 @@ from hybridstore.errors import InvalidInputError
 from hybridstore.remote.credentials import Credential
 from hybridstore.remote.transport import TransportOptions
 
-__all__ = ["registry_options", "ref_or_layout", "transport_from", "credential_from"]
+__all__ = [
+    "registry_options",
+    "mirror_options",
+    "ref_or_layout",
+    "transport_from",
+    "credential_from",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,6 +44,25 @@ def registry_options(f: F) -> F:
     return f
 
 
+def mirror_options(f: F) -> F:
+    """--registries-conf, --mirror: for the commands that read (push never uses mirrors)."""
+    f = click.option(
+        "--mirror",
+        "mirror",
+        multiple=True,
+        metavar="HOST",
+        help="Try this pull-through registry (host[:port], same repository paths) first, "
+        "before registries.conf's mirrors; repeatable.",
+    )(f)
+    return click.option(
+        "--registries-conf",
+        type=click.Path(dir_okay=False),
+        help="containers-registries.conf(5) file to use instead of $HYBRIDSTORE_REGISTRIES_CONF, "
+        "$CONTAINERS_REGISTRIES_CONF, ~/.config/containers/ or /etc/containers/ "
+        "(registries.conf.d/ drop-ins still apply).",
+    )(f)
+
+
 def ref_or_layout(layout_help: str) -> Callable[[F], F]:
     """The optional REF argument and ``--layout DIR``: commands that read REF from a
     registry, or from a layout instead (where REF is a ref name, optional when the
@@ -60,6 +85,8 @@ def transport_from(kwargs: dict[str, Any]) -> TransportOptions:
         plain_http=kwargs.pop("plain_http"),
         insecure=kwargs.pop("insecure"),
         ca_file=kwargs.pop("ca_file"),
+        registries_conf=kwargs.pop("registries_conf", None),
+        mirrors=tuple(kwargs.pop("mirror", ())),
     )
 
 

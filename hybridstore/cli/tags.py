@@ -7,7 +7,12 @@ from typing import Any
 import click
 
 from hybridstore.cli.common import emit_json
-from hybridstore.cli.remote_options import credential_from, registry_options, transport_from
+from hybridstore.cli.remote_options import (
+    credential_from,
+    mirror_options,
+    registry_options,
+    transport_from,
+)
 
 __all__ = ["tags"]
 
@@ -16,6 +21,7 @@ __all__ = ["tags"]
 @click.argument("ref")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @registry_options
+@mirror_options
 def tags(ref: str, as_json: bool, **kw: Any) -> None:
     """List the tags of REF's repository (following pagination)."""
     from hybridstore.oci.reference import Reference

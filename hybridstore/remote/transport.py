@@ -45,6 +45,8 @@ class TransportOptions:
     retry_base: float = 0.25
     retry_cap: float = 10.0
     retry_total: float = 120.0
+    registries_conf: str | None = None  # None: where the containers tools look
+    mirrors: tuple[str, ...] = ()  # --mirror hosts, tried before registries.conf's
 
     @property
     def verify(self) -> bool | str:
