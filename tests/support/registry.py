@@ -429,6 +429,25 @@ class Registry:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
+    # -- storage -------------------------------------------------------------------------
+    def blob_stored(self, digest: str) -> bool:
+        """Whether ``digest`` is in this registry's own storage (filesystem driver)."""
+        alg, _, hexpart = digest.partition(":")
+        data = self.storage_dir / "docker/registry/v2/blobs" / alg / hexpart[:2] / hexpart / "data"
+        return data.is_file()
+
+    def wait_blobs_stored(self, digests: Iterator[str] | list[str]) -> None:
+        """Bounded poll until every digest is stored: a pull-through cache stores a
+        missed blob in the background after it has answered the client."""
+        pending = list(digests)
+        deadline = time.monotonic() + BARRIER_TIMEOUT
+        while pending and time.monotonic() < deadline:
+            pending = [d for d in pending if not self.blob_stored(d)]
+            if pending:
+                time.sleep(_POLL)  # bounded poll for a condition, not synchronisation
+        if pending:
+            raise AssertionError(f"registry never stored {pending}")
+
     # -- access log --------------------------------------------------------------------
     def access_log_mark(self) -> int:
         """Flush pending lines (barrier) and return the log offset: pass it as ``since``."""
