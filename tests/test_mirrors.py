@@ -215,3 +215,38 @@ def test_cli_mirror_uses_the_mirror_hosts_own_credentials(
     assert blob_gets(mirror, image, mirror0) == dict.fromkeys(blob_digests(image), 1)
     statuses = {e.status for e in mirror.access_log_requests(mirror0)}
     assert 200 in statuses and 401 in statuses  # challenged, then served with the login
+
+
+def test_tags_inspect_and_copy_read_through_the_mirror_and_push_never_does(
+    fleet: tuple[Registry, Registry, BuiltImage], registry: Registry, tmp_path: Path
+) -> None:
+    upstream, mirror, image = fleet
+    conf = write_conf(tmp_path / "registries.conf", upstream, [(mirror, "all")])
+    env = dict(os.environ, HYBRIDSTORE_REGISTRIES_CONF=str(conf))
+    ref = upstream.ref(REPO, "v1")
+    dest = f"{registry.host_port}/tests/mirror-copy:v1"
+
+    def hs(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*HYBRIDSTORE, "--cache", str(tmp_path / "cache"), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            check=False,
+        )
+
+    mirror0 = mirror.access_log_mark()
+    tags = hs("tags", ref)
+    assert tags.returncode == 0 and tags.stdout.split() == ["v1"], tags.stderr
+    inspected = hs("inspect", "--json", ref)
+    assert inspected.returncode == 0 and image.digest in inspected.stdout, inspected.stderr
+    copied = hs("copy", "--plain-http", f"docker://{ref}", f"docker://{dest}")
+    assert copied.returncode == 0, copied.stderr
+    seen = mirror.access_log_requests(mirror0)
+    assert any(e.path.startswith(f"/v2/{REPO}/tags/list") for e in seen)
+    assert manifest_requests(mirror, "v1", mirror0) >= 2  # inspect and copy
+    assert blob_gets(mirror, image, mirror0) == dict.fromkeys(blob_digests(image), 1)
+    assert not [e for e in seen if e.method in ("PUT", "POST", "PATCH")]  # push: never
+    at_dest = hs("inspect", "--json", "--plain-http", dest)
+    assert at_dest.returncode == 0 and image.digest in at_dest.stdout, at_dest.stderr
