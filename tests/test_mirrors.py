@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.faultproxy import FaultProxy
 from support.oci_builder import BuiltImage, LayoutBuilder, push_built
 from support.registry import Registry, RegistryFactory
 
@@ -135,6 +136,32 @@ def test_digest_only_mirror_sends_tags_upstream_and_a_404_mirror_falls_through(
     by_digest = upstream.ref(REPO, image.digest)
     assert pull_as_machine(by_digest, tmp_path / "m2", conf).digest == image.digest
     assert manifest_requests(mirror, image.digest, mirror1) >= 1
+
+
+def test_a_mirror_answering_5xx_falls_through_with_a_debug_line(
+    fleet: tuple[Registry, Registry, BuiltImage], tmp_path: Path
+) -> None:
+    upstream, mirror, image = fleet
+    with FaultProxy(mirror.host_port) as broken:
+        broken.fail("/blobs/", 500, times=None)
+        conf = tmp_path / "registries.conf"
+        conf.write_text(
+            f'[[registry]]\nlocation = "{upstream.host_port}"\n'
+            f'[[registry.mirror]]\nlocation = "{broken.host_port}"\n'
+        )
+        up0 = upstream.access_log_mark()
+        proc = subprocess.run(
+            [*HYBRIDSTORE, "--debug", "--cache", str(tmp_path / "cache"), "pull", "--json",
+             "--plain-http", "--registries-conf", str(conf), "--layout", str(tmp_path / "l"),
+             upstream.ref(REPO, "v1")],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["digest"] == image.digest
+    assert blob_gets(upstream, image, up0) == dict.fromkeys(blob_digests(image), 1)
+    fell = [line for line in proc.stderr.splitlines() if "trying the next endpoint" in line]
+    assert len(fell) == len(blob_digests(image)), proc.stderr  # one line per blob
+    assert all(f"mirror {broken.host_port}/{REPO}" in line and "answered" in line for line in fell), fell
 
 
 def test_skopeo_reads_the_same_file_and_goes_through_the_same_mirror(
