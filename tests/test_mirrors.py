@@ -161,7 +161,8 @@ def test_a_mirror_answering_5xx_falls_through_with_a_debug_line(
     assert blob_gets(upstream, image, up0) == dict.fromkeys(blob_digests(image), 1)
     fell = [line for line in proc.stderr.splitlines() if "trying the next endpoint" in line]
     assert len(fell) == len(blob_digests(image)), proc.stderr  # one line per blob
-    assert all(f"mirror {broken.host_port}/{REPO}" in line and "answered" in line for line in fell), fell
+    where = f"mirror {broken.host_port}/{REPO}"
+    assert all(where in line and "answered" in line for line in fell), fell
 
 
 def test_skopeo_reads_the_same_file_and_goes_through_the_same_mirror(

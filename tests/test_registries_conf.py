@@ -188,6 +188,22 @@ def test_search_order_and_dropins(isolated: Path, monkeypatch: pytest.MonkeyPatc
         load_registries_conf(isolated / "missing.conf")
 
 
+def test_version_1_main_file_is_converted_but_not_as_a_drop_in(isolated: Path) -> None:
+    v1 = (
+        '[registries.search]\nregistries = ["docker.io"]\n'
+        '[registries.insecure]\nregistries = ["old.example.com:5000"]\n'
+        '[registries.block]\nregistries = ["bad.example.com", "old.example.com:5000"]\n'
+    )
+    conf = load_registries_conf(write(isolated / "v1.conf", v1))
+    old = conf.find("old.example.com:5000/x")
+    assert old is not None and old.insecure and old.blocked
+    bad = conf.find("bad.example.com/x")
+    assert bad is not None and bad.blocked and not bad.insecure
+    write(isolated / "etc" / "registries.conf.d" / "10.conf", v1)
+    with pytest.raises(InvalidInputError, match="drop-in must use version 2"):
+        load_registries_conf(write(isolated / "main.conf", ""))
+
+
 def test_merge_replaces_whole_tables_by_prefix(isolated: Path) -> None:
     write(
         isolated / "etc" / "registries.conf",
@@ -206,7 +222,10 @@ def test_merge_replaces_whole_tables_by_prefix(isolated: Path) -> None:
     ("text", "message"),
     [
         ('[[registry]]\nlocation = "a.example.com"\n\ninsecure = tru\n', "line 4"),
-        ('[registries.search]\nregistries = ["docker.io"]\n', "version 1 format"),
+        (
+            '[registries.search]\nregistries = ["docker.io"]\n[[registry]]\nlocation = "a.b"\n',
+            "mixes version 1",
+        ),
         ("[[registry]]\ninsecure = true\n", "needs a 'prefix' or a 'location'"),
         ('[[registry]]\nlocation = "https://a.example.com"\n', "has a scheme"),
         ('[[registry]]\nprefix = "*.example.com/x"\n', "wildcard prefix is a host"),

@@ -8,11 +8,14 @@ else ``$CONTAINERS_REGISTRIES_CONF`` (or ``$REGISTRIES_CONFIG_PATH``), else
 in name order: ``/etc/containers/registries.conf.d`` then the per-user one (only the
 per-user one when the per-user main file was used), as in containers/image.
 
-Merging is containers/image's: a later file's top-level key replaces the earlier
-value, and a ``[[registry]]`` table replaces the whole table with the same
-``prefix`` (mirrors included). Unknown keys are ignored, as the containers tools
-ignore them; malformed TOML and invalid values are one ``InvalidInputError``
-naming the file (and the line, for TOML).
+Merging is containers/image's: a ``[[registry]]`` table replaces the whole table
+with the same ``prefix`` (mirrors included); new prefixes are added. (Top-level
+keys, which a later file would replace, are all about short names: unused here.)
+Unknown keys are ignored, as the containers tools ignore them; malformed TOML and
+invalid values are one ``InvalidInputError`` naming the file (and the line, for TOML).
+
+A version 1 main file ([registries.insecure], [registries.block]) is converted as
+containers/image converts it; a version 1 drop-in is an error, as there.
 
 Only what a pull needs is modelled: ``prefix``, ``location``, ``insecure``,
 ``blocked``, ``mirror-by-digest-only`` and ``[[registry.mirror]]`` with
@@ -141,22 +144,38 @@ def load_registries_conf(explicit: str | os.PathLike[str] | None = None) -> Regi
     """Read and merge the main file and its drop-ins (see the module docstring)."""
     main, dropins = config_files(explicit)
     files = ([main] if main is not None else []) + dropins
-    top: dict[str, Any] = {}
     tables: dict[str, RegistryEntry] = {}
     for path in files:
         doc = _read_toml(path)
         if isinstance(doc.get("registries"), Mapping):
-            raise InvalidInputError(
-                f"{path}: version 1 format ([registries.search] ...) is not supported; "
-                "write [[registry]] tables (containers-registries.conf(5) version 2)"
-            )
-        for key, value in doc.items():
-            if key != "registry":
-                top[key] = value
+            if path != main:
+                raise InvalidInputError(
+                    f"{path}: a drop-in must use version 2 ([[registry]] tables), not "
+                    "[registries.search]/[registries.insecure]/[registries.block]"
+                )
+            doc = _from_version_1(path, doc)
         for entry in _registry_tables(path, doc.get("registry", [])):
             tables[entry.prefix] = entry  # same prefix: the later table replaces it whole
     _check_locations(tables.values())
     return RegistriesConf(tuple(tables.values()), tuple(files))
+
+
+def _from_version_1(path: Path, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A version 1 main file as version 2 tables, as containers/image converts it:
+    each host of ``[registries.insecure]`` and ``[registries.block]`` gets a table."""
+    if "registry" in doc:
+        raise InvalidInputError(
+            f"{path}: mixes version 1 [registries.*] and version 2 [[registry]]; keep one"
+        )
+    flags: dict[str, dict[str, Any]] = {}
+    for section, key in (("insecure", "insecure"), ("block", "blocked")):
+        table = doc["registries"].get(section, {})
+        hosts = table.get("registries", []) if isinstance(table, Mapping) else None
+        if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+            raise InvalidInputError(f"{path}: [registries.{section}] registries must be strings")
+        for host in hosts:
+            flags.setdefault(host, {"location": host})[key] = True
+    return {"registry": list(flags.values())}
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
