@@ -165,6 +165,28 @@ def test_a_mirror_answering_5xx_falls_through_with_a_debug_line(
     assert all(where in line and "answered" in line for line in fell), fell
 
 
+def test_a_mirror_that_times_out_is_skipped_for_the_rest_of_the_command(
+    fleet: tuple[Registry, Registry, BuiltImage], tmp_path: Path
+) -> None:
+    upstream, mirror, image = fleet
+    with FaultProxy(mirror.host_port) as hung:
+        hung.stall("/v2/", seconds=10, times=None)
+        conf = tmp_path / "registries.conf"
+        conf.write_text(
+            f'[[registry]]\nlocation = "{upstream.host_port}"\n'
+            f'[[registry.mirror]]\nlocation = "{hung.host_port}"\n'
+        )
+        got = pull(
+            upstream.ref(REPO, "v1"),
+            layout=tmp_path / "layout",
+            cache=tmp_path / "cache",
+            transport=TransportOptions(plain_http=True, timeout=0.5, registries_conf=str(conf)),
+        )
+        asked = len(hung.requests)
+    assert got.digest == image.digest
+    assert asked == 2  # the first request and its one retry; nothing after that
+
+
 def test_skopeo_reads_the_same_file_and_goes_through_the_same_mirror(
     fleet: tuple[Registry, Registry, BuiltImage], tmp_path: Path, skopeo_bin: str
 ) -> None:
