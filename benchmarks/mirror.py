@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from measure import child_env, cpu_count, precompile, run_timed  # noqa: E402
+from measure import Sample, child_env, cpu_count, precompile, run_timed  # noqa: E402
 from support.registry import Registry, RegistryConfig  # noqa: E402
 from workloads import Target, WorkloadSet  # noqa: E402
 
@@ -60,18 +60,18 @@ def fresh(path: Path) -> Path:
 
 def timed_pulls(
     upstream: Registry, mirror: Registry, target: Target, work: Path, runs: int, env: dict[str, str]
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[Sample], list[Sample]]:
     """Interleaved cold pulls: direct from upstream, and through the (warm) mirror."""
     ref = target.ref(upstream.host_port)
-    direct: list[float] = []
-    mirrored: list[float] = []
+    direct: list[Sample] = []
+    mirrored: list[Sample] = []
     for i in range(runs):
         order = [("direct", ()), ("mirror", ("--mirror", mirror.host_port))]
         for name, extra in order if i % 2 == 0 else reversed(order):
             machine = fresh(work / name)
             subprocess.run(["sync"], check=True)
             sample = run_timed(pull_argv(ref, machine, *extra), work / f"{name}.log", env)
-            (direct if name == "direct" else mirrored).append(sample.wall)
+            (direct if name == "direct" else mirrored).append(sample)
     return direct, mirrored
 
 
@@ -130,19 +130,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         direct, mirrored = timed_pulls(upstream, warm, target, work, args.runs, env)
         at_once = fleet_at_once(upstream, proxy("mirror-cold-1"), target, work, env, 4, False)
         one_first = fleet_at_once(upstream, proxy("mirror-cold-2"), target, work, env, 4, True)
-        d, m = statistics.median(direct), statistics.median(mirrored)
+        d, m = (statistics.median(x.wall for x in xs) for xs in (direct, mirrored))
+        dc, mc = (statistics.median(x.cpu for x in xs) for xs in (direct, mirrored))
+        load = Path("/proc/loadavg").read_text().split()[:3]
         report = "\n".join(
             [
-                f"# Mirror benchmark ({started}, {cpu_count()} cores, many at scale "
-                f"{args.scale}: {blobs} blobs, median of {args.runs})",
+                f"# Mirror benchmark ({started}, {cpu_count()} cores, load average at the end "
+                f"{' '.join(load)}; many at scale {args.scale}: {blobs} blobs, median of "
+                f"{args.runs}, min-max in brackets)",
                 "",
                 "| measurement | result | goal |",
-                "|---|---|---|",
-                f"| cold pull direct from upstream | {d:.2f} s "
-                f"({min(direct):.2f}-{max(direct):.2f}) | |",
-                f"| cold pull through a warm mirror | {m:.2f} s "
-                f"({min(mirrored):.2f}-{max(mirrored):.2f}) | |",
-                f"| ratio mirror / direct | {m / d:.2f}x | <= 1.1x |",
+                "| --- | --- | --- |",
+                f"| cold pull direct from upstream | {d:.2f} s wall "
+                f"({min(x.wall for x in direct):.2f}-{max(x.wall for x in direct):.2f}), "
+                f"{dc:.2f} s CPU | |",
+                f"| cold pull through a warm mirror | {m:.2f} s wall "
+                f"({min(x.wall for x in mirrored):.2f}-{max(x.wall for x in mirrored):.2f}), "
+                f"{mc:.2f} s CPU | |",
+                f"| ratio mirror / direct | {m / d:.2f}x wall, {mc / dc:.2f}x CPU | <= 1.1x |",
                 f"| 4 caches at once, cold mirror: upstream blob GETs | {at_once} "
                 f"(blobs: {blobs}) | = {blobs} |",
                 f"| 1 cache, then 3 at once, cold mirror: upstream blob GETs | {one_first} "
