@@ -300,3 +300,35 @@ def test_tags_inspect_and_copy_read_through_the_mirror_and_push_never_does(
     assert not [e for e in seen if e.method in ("PUT", "POST", "PATCH")]  # push: never
     at_dest = hs("inspect", "--json", "--plain-http", dest)
     assert at_dest.returncode == 0 and image.digest in at_dest.stdout, at_dest.stderr
+
+
+def test_push_honours_insecure_and_blocked_but_no_mirror(
+    registry: Registry, repo_name: str, tmp_path: Path
+) -> None:
+    """No --plain-http: ``insecure = true`` lets the push fall back to plain HTTP; the
+    mirror listed for the same prefix (a dead address) is never contacted."""
+    layout = tmp_path / "src"
+    LayoutBuilder(layout).image("v1", layers=1, seed="push")
+    conf = tmp_path / "registries.conf"
+    conf.write_text(
+        f'[[registry]]\nlocation = "{registry.host_port}"\ninsecure = true\n'
+        '[[registry.mirror]]\nlocation = "127.0.0.1:9"\n'
+        f'[[registry]]\nlocation = "{registry.host_port}/blocked"\nblocked = true\n'
+    )
+    env = dict(os.environ, HYBRIDSTORE_REGISTRIES_CONF=str(conf))
+
+    def copy_to(dest: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*HYBRIDSTORE, "--cache", str(tmp_path / "cache"), "copy", f"oci:{layout}:v1",
+             f"docker://{dest}"],
+            capture_output=True, text=True, timeout=120, env=env, check=False,
+        )  # fmt: skip
+
+    pushed = copy_to(f"{registry.host_port}/{repo_name}:v1")
+    assert pushed.returncode == 0, pushed.stderr
+    with registry.session() as s:
+        tags = s.get(f"{registry.url}/v2/{repo_name}/tags/list", timeout=30).json()["tags"]
+    assert tags == ["v1"]
+    refused = copy_to(f"{registry.host_port}/blocked/x:v1")
+    assert refused.returncode == 5
+    assert refused.stderr.strip().count("\n") == 0 and "blocked" in refused.stderr
