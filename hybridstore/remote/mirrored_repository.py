@@ -1,13 +1,18 @@
 """A ``Repository`` that asks mirrors first and falls through to the primary.
 
 Every read goes to the endpoints ``PullPlan`` allows for it, in order. A mirror
-that fails in any way (refused, timed out, 404, 5xx, denied, bad bytes) costs one
-debug line and the next endpoint is asked; a mirror that cannot be reached at all
-is skipped for the rest of the command, so a stopped mirror costs one connection
-attempt, not one per blob. The primary's error is the one reported when every
-endpoint fails. Nothing here trusts a mirror: manifests are checked against the
-digest asked for, blobs by the cache against the digest the manifest names, and
-a tag resolved by a mirror is only ever a starting digest, as from any registry.
+that fails in any way (refused, timed out, 404, 5xx, denied, a manifest that does
+not match its digest) costs one debug line and the next endpoint is asked; a
+mirror that cannot be reached at all is skipped for the rest of the command, so a
+stopped mirror costs one connection attempt, not one per blob. A blob stream that
+a mirror breaks off (after its own Range resumes) is continued by the next
+endpoint from the byte it stopped at. The primary's error is the one reported when
+every endpoint fails.
+
+Nothing here trusts a mirror: manifests are checked against the digest asked for,
+blobs by the cache against the digest the manifest names (a blob that does not
+match fails the pull and is never stored), and a tag resolved by a mirror is only
+ever a starting digest, as from any registry.
 
 It is a ``Repository`` (its own transport and name are the primary's), so the
 endpoints above it need not know mirrors exist.
@@ -18,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import TypeVar
 
 from hybridstore.errors import HybridstoreError, NetworkError, RegistryError
@@ -75,7 +81,35 @@ class MirroredRepository(Repository):
         return self._first(self.plan.digest_endpoints, lambda r: r.manifest_exists(desc))
 
     def open_blob(self, desc: Descriptor, offset: int = 0) -> tuple[int, Iterator[bytes]]:
-        return self._first(self.plan.digest_endpoints, lambda r: r.open_blob(desc, offset))
+        """The first endpoint that opens the blob streams it; if a mirror then fails
+        mid-stream (after its own resumes), the next endpoint continues from there."""
+        endpoints = self.plan.digest_endpoints
+        (start, chunks), used = self._first_at(endpoints, lambda r: r.open_blob(desc, offset))
+        return start, self._continued(desc, endpoints, used, start, chunks)
+
+    def _continued(
+        self,
+        desc: Descriptor,
+        endpoints: Sequence[Endpoint],
+        used: int,
+        pos: int,
+        chunks: Iterator[bytes],
+    ) -> Iterator[bytes]:
+        while True:
+            try:
+                for chunk in chunks:
+                    pos += len(chunk)
+                    yield chunk
+                return
+            except HybridstoreError as e:
+                if not endpoints[used].is_mirror:
+                    raise
+                log.debug("%s: %s; continuing at %d elsewhere", endpoints[used].label, e, pos)
+                (start, chunks), more = self._first_at(
+                    endpoints[used + 1 :], partial(_open_blob_at, desc=desc, offset=pos)
+                )
+                used += 1 + more
+                chunks = _drop(chunks, pos - start)  # that endpoint ignored Range
 
     def blob_exists(self, desc: Descriptor) -> bool:
         return self._first(self.plan.digest_endpoints, lambda r: r.blob_exists(desc))
@@ -94,13 +128,19 @@ class MirroredRepository(Repository):
         return self.plan.digest_endpoints if is_digest else self.plan.tag_endpoints
 
     def _first(self, endpoints: Sequence[Endpoint], op: Callable[[Repository], T]) -> T:
-        for ep in endpoints:
+        return self._first_at(endpoints, op)[0]
+
+    def _first_at(
+        self, endpoints: Sequence[Endpoint], op: Callable[[Repository], T]
+    ) -> tuple[T, int]:
+        """``op``'s answer from the first endpoint that gives one, and that endpoint's index."""
+        for i, ep in enumerate(endpoints):
             if not ep.is_mirror:
-                return op(self._repository(ep))  # the primary's answer or error is final
+                return op(self._repository(ep)), i  # the primary's answer or error is final
             if ep in self._unreachable:
                 continue
             try:
-                return op(self._repository(ep))
+                return op(self._repository(ep)), i
             except HybridstoreError as e:
                 if isinstance(e, NetworkError) and not isinstance(e, RegistryError):
                     self._unreachable.add(ep)
@@ -113,3 +153,19 @@ class MirroredRepository(Repository):
             if repo is None:
                 repo = self._repos[ep] = self._open(ep)
             return repo
+
+
+def _open_blob_at(
+    repo: Repository, *, desc: Descriptor, offset: int
+) -> tuple[int, Iterator[bytes]]:
+    return repo.open_blob(desc, offset)
+
+
+def _drop(chunks: Iterator[bytes], n: int) -> Iterator[bytes]:
+    """``chunks`` without their first ``n`` bytes."""
+    for chunk in chunks:
+        if n >= len(chunk):
+            n -= len(chunk)
+            continue
+        yield chunk[n:]
+        n = 0
