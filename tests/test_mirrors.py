@@ -138,21 +138,30 @@ def test_digest_only_mirror_sends_tags_upstream_and_a_404_mirror_falls_through(
     assert manifest_requests(mirror, image.digest, mirror1) >= 1
 
 
-def run_debug_pull(
-    upstream: Registry, mirror_host: str, tmp_path: Path
-) -> subprocess.CompletedProcess[str]:
-    """``pull --debug`` of the fleet image with ``mirror_host`` as the only mirror."""
+def one_mirror_conf(tmp_path: Path, upstream: Registry, mirror_host: str) -> Path:
+    """A registries.conf with ``mirror_host`` as the upstream's only mirror (plain HTTP
+    comes from --plain-http here: a fault proxy speaks no TLS to refuse)."""
     conf = tmp_path / "registries.conf"
     conf.write_text(
         f'[[registry]]\nlocation = "{upstream.host_port}"\n'
         f'[[registry.mirror]]\nlocation = "{mirror_host}"\n'
     )
-    return subprocess.run(
+    return conf
+
+
+def debug_pull(upstream: Registry, mirror_host: str, tmp_path: Path, image: BuiltImage) -> str:
+    """``pull --debug`` of the fleet image with ``mirror_host`` as the only mirror: it
+    must succeed with the image's digest; returns the debug output."""
+    conf = one_mirror_conf(tmp_path, upstream, mirror_host)
+    proc = subprocess.run(
         [*HYBRIDSTORE, "--debug", "--cache", str(tmp_path / "cache"), "pull", "--json",
          "--plain-http", "--registries-conf", str(conf), "--layout", str(tmp_path / "l"),
          upstream.ref(REPO, "v1")],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["digest"] == image.digest
+    return proc.stderr
 
 
 def test_a_mirror_answering_5xx_falls_through_with_a_debug_line(
@@ -162,12 +171,10 @@ def test_a_mirror_answering_5xx_falls_through_with_a_debug_line(
     with FaultProxy(mirror.host_port) as broken:
         broken.fail("/blobs/", 500, times=None)
         up0 = upstream.access_log_mark()
-        proc = run_debug_pull(upstream, broken.host_port, tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["digest"] == image.digest
+        stderr = debug_pull(upstream, broken.host_port, tmp_path, image)
     assert blob_gets(upstream, image, up0) == dict.fromkeys(blob_digests(image), 1)
-    fell = [line for line in proc.stderr.splitlines() if "trying the next endpoint" in line]
-    assert len(fell) == len(blob_digests(image)), proc.stderr  # one line per blob
+    fell = [line for line in stderr.splitlines() if "trying the next endpoint" in line]
+    assert len(fell) == len(blob_digests(image)), stderr  # one line per blob
     where = f"mirror {broken.host_port}/{REPO}"
     assert all(where in line and "answered" in line for line in fell), fell
 
@@ -178,11 +185,9 @@ def test_a_mirror_failing_mid_stream_is_continued_by_the_primary(
     upstream, mirror, image = fleet
     with FaultProxy(mirror.host_port) as flaky:
         flaky.truncate("/blobs/", after_bytes=64, times=None)
-        proc = run_debug_pull(upstream, flaky.host_port, tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["digest"] == image.digest
-    continued = [line for line in proc.stderr.splitlines() if "elsewhere" in line]
-    assert len(continued) == len(image.layers) + 1, proc.stderr  # every blob is > 64 bytes
+        stderr = debug_pull(upstream, flaky.host_port, tmp_path, image)
+    continued = [line for line in stderr.splitlines() if "elsewhere" in line]
+    assert len(continued) == len(image.layers) + 1, stderr  # every blob is > 64 bytes
     check = subprocess.run(
         [*HYBRIDSTORE, "layout", "verify", str(tmp_path / "l")],
         capture_output=True, text=True, timeout=60, check=False,
@@ -196,11 +201,7 @@ def test_a_mirror_that_times_out_is_skipped_for_the_rest_of_the_command(
     upstream, mirror, image = fleet
     with FaultProxy(mirror.host_port) as hung:
         hung.stall("/v2/", seconds=10, times=None)
-        conf = tmp_path / "registries.conf"
-        conf.write_text(
-            f'[[registry]]\nlocation = "{upstream.host_port}"\n'
-            f'[[registry.mirror]]\nlocation = "{hung.host_port}"\n'
-        )
+        conf = one_mirror_conf(tmp_path, upstream, hung.host_port)
         got = pull(
             upstream.ref(REPO, "v1"),
             layout=tmp_path / "layout",
