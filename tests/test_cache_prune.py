@@ -105,13 +105,13 @@ def test_blob_used_after_planning_is_not_removed(
 
     cache = BlobCache(tmp_path)
     d = add(cache, "raced", age_days=10)
-    real = admin._still_removable
+    real = admin._Policy.still_removable
 
-    def used_meanwhile(entry: admin.PruneEntry, cutoff: float, unlinked: bool) -> bool:
+    def used_meanwhile(policy: admin._Policy, entry: admin.PruneEntry) -> bool:
         cache.touch(d)  # a pull reuses the blob between the plan and the unlink
-        return real(entry, cutoff, unlinked)
+        return real(policy, entry)
 
-    monkeypatch.setattr(admin, "_still_removable", used_meanwhile)
+    monkeypatch.setattr(admin._Policy, "still_removable", used_meanwhile)
     assert prune_cache(cache, older_than=DAY, grace=0).removed == ()
     assert present(cache) == {d}
 

@@ -51,6 +51,7 @@ keeps the cache free of per-use bookkeeping files.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
@@ -86,6 +87,7 @@ from hybridstore.fs.locking import (
     cannot_lock_here,
     lock_timeout,
 )
+from hybridstore.fs.seal import is_sealed, seal
 from hybridstore.oci.digest import SUPPORTED_ALGORITHMS, Digest
 from hybridstore.store.cache_layout import (
     CACHE_HINT,
@@ -238,14 +240,42 @@ class BlobCache:
         """
         return self._present(digest, size, self._file(digest)) is not None
 
-    def hit(self, digest: Digest, size: int | None = None) -> IngestResult | None:
-        """The blob if present (as ``exists``), with its use recorded (``touch``): what
-        ``ingest`` returns on a cache hit, without lock or source; ``None`` if absent."""
+    def hit(
+        self, digest: Digest, size: int | None = None, *, rehash: bool = False
+    ) -> IngestResult | None:
+        """The blob if present (as ``exists``) and still as verified, with its use
+        recorded (``touch``): what ``ingest`` returns on a cache hit, without lock or
+        source; ``None`` if absent.
+
+        A blob whose seal is broken (its bytes were written after it was verified,
+        see ``fs/seal.py``), or any blob with ``rehash``, is hashed first; one whose
+        content no longer matches is moved to ``quarantine/`` and is not a hit.
+        """
         final = self._file(digest)
         st = self._present(digest, size, final)
-        if st is None or not self._record_use(final):  # pruned since the check: fetch it again
+        if st is None:
+            return None
+        verified = is_sealed(st)
+        if rehash or not verified:
+            if not self._still_good(digest, Path(final), st):
+                return None
+            verified = True
+        if not self._record_use(final, st, verified):  # pruned since the check: fetch it again
             return None
         return IngestResult(digest, st.st_size, Path(final), False, 0, 0)
+
+    def _still_good(self, digest: Digest, path: Path, st: os.stat_result) -> bool:
+        """Re-hash a blob about to be reused; set it aside if its content changed."""
+        try:
+            actual = self.hash_file(path, digest.algorithm)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise storage_error(e, "read", path, CACHE_HINT) from e
+        if actual == digest:
+            return True
+        self.set_aside(path, st, f"was changed after it was verified: it hashes to {actual}")
+        return False
 
     def _present(self, digest: Digest, size: int | None, path: str) -> os.stat_result | None:
         """``exists``, returning the blob's ``lstat`` (``path`` is ``_file(digest)``)."""
@@ -298,19 +328,29 @@ class BlobCache:
             raise storage_error(e, "read", path, CACHE_HINT) from e
 
     def touch(self, digest: Digest) -> None:
-        """Record a use of the blob for LRU pruning: set its mtime to now (see module docstring).
+        """Record a use of the blob for LRU pruning: its mtime becomes now (see the module
+        docstring), keeping the verification seal of an intact blob (``fs/seal.py``).
 
         Best effort: a blob owned by another user cannot be touched, which only
         makes it look older to ``prune``.
         """
-        if not self._record_use(self._file(digest)):
+        path = self._file(digest)
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            st = None
+        if st is None or not self._record_use(path, st, is_sealed(st)):
             raise NotFoundError(f"{digest} is not in the cache at {self.root}")
 
     @staticmethod
-    def _record_use(path: str | os.PathLike[str]) -> bool:
-        """``touch`` by path; ``False`` if the blob is gone."""
+    def _record_use(path: str | os.PathLike[str], st: os.stat_result, verified: bool) -> bool:
+        """``touch`` by path, ``st`` its ``lstat``; ``False`` if the blob is gone. Only a
+        ``verified`` blob (sealed, or just re-hashed) is sealed: a broken seal stays broken."""
         try:
-            os.utime(path)
+            if verified:
+                seal(path, st)
+            else:
+                os.utime(path)
         except (FileNotFoundError, NotADirectoryError):
             return False
         except OSError as e:
@@ -318,23 +358,26 @@ class BlobCache:
         return True
 
     def blobs(self) -> Iterator[tuple[Digest, os.stat_result]]:
-        """Every blob file with a valid name under ``blobs/``, in no particular order."""
+        """Every blob file with a valid name under ``blobs/``, in no particular order;
+        streamed (one directory entry at a time), so memory stays flat at any size."""
         self._check_layout_once()
         for alg in SUPPORTED_ALGORITHMS:
+            directory = self.blobs_dir / alg
             try:
-                entries = list(os.scandir(self.blobs_dir / alg))
+                it = os.scandir(directory)
             except (FileNotFoundError, NotADirectoryError):
                 continue
             except OSError as e:
-                raise storage_error(e, "list", self.blobs_dir / alg, CACHE_HINT) from e
-            for entry in entries:
-                try:
-                    digest = Digest.parse(f"{alg}:{entry.name}")
-                    st = entry.stat(follow_symlinks=False)
-                except (InvalidDigestError, FileNotFoundError):
-                    continue
-                if stat.S_ISREG(st.st_mode):
-                    yield digest, st
+                raise storage_error(e, "list", directory, CACHE_HINT) from e
+            with it:
+                for entry in it:
+                    try:
+                        digest = Digest.parse(f"{alg}:{entry.name}")
+                        st = entry.stat(follow_symlinks=False)
+                    except (InvalidDigestError, FileNotFoundError):
+                        continue
+                    if stat.S_ISREG(st.st_mode):
+                        yield digest, st
 
     def hash_file(self, path: Path, algorithm: str) -> Digest:
         """Digest of a file's content (for verification; never used to name a file)."""
@@ -514,7 +557,7 @@ class BlobCache:
             transferred, resumed_from, restarted = fill(
                 sink, source, lambda e: storage_error(e, "write", sink.path, _cache_hint(e))
             )
-            self._publish(sink, final, written_now=transferred > 0)
+            self._publish(sink, final)
             discard = False  # published, and the ingest file's name is gone already
             return IngestResult(
                 digest, sink.size, final, True, transferred, resumed_from, restarted
@@ -548,20 +591,21 @@ class BlobCache:
             self._alg_dirs[key] = parent  # never removed: no need to look again
         return parent
 
-    def _publish(self, sink: IngestFile, final: Path, *, written_now: bool) -> None:
+    def _publish(self, sink: IngestFile, final: Path) -> None:
         """Make the verified ingest file visible as ``final``: link, never replace."""
         try:
             sink.flush()
             os.fchmod(sink.fd, 0o444)
-            if not written_now:  # a partial finished long ago: "last used" starts now
-                os.utime(sink.fd)
+            seal(sink.fd, os.fstat(sink.fd))  # just verified; "last used" starts now
             os.fsync(sink.fd)
             parent = self._alg_dir(final)
             try:
                 os.link(sink.path, final)
             except FileExistsError:
                 log.debug("%s was published by another process first", sink.digest)
-                self._record_use(final)  # we hand out that inode, as a cache hit would
+                with contextlib.suppress(OSError):  # we hand out that inode, as a hit would
+                    st = os.lstat(final)
+                    self._record_use(final, st, is_sealed(st))
             except OSError as e:
                 if e.errno not in _NO_HARDLINKS:
                     raise

@@ -13,13 +13,16 @@ open; a pull that finds its blob gone fetches it again.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 import stat
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 from hybridstore.errors import InvalidDigestError, InvalidInputError
 from hybridstore.fs.files import fsync_dir, storage_error
 from hybridstore.fs.locking import cannot_lock_here, held_elsewhere
+from hybridstore.fs.seal import is_sealed, seal
 from hybridstore.oci.digest import SUPPORTED_ALGORITHMS, Digest
 from hybridstore.store.cache import CACHE_HINT
 
@@ -185,18 +189,20 @@ def _digest_from_ingest_name(name: str) -> Digest | None:
 
 
 def _files(directory: Path) -> Iterator[tuple[os.DirEntry[str], os.stat_result]]:
+    """The entries of ``directory`` with their ``lstat``, streamed (flat memory)."""
     try:
-        entries = list(os.scandir(directory))
+        it = os.scandir(directory)
     except (FileNotFoundError, NotADirectoryError):
         return
     except OSError as e:
         raise storage_error(e, "list", directory, CACHE_HINT) from e
-    for entry in entries:
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            continue
-        yield entry, st
+    with it:
+        for entry in it:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            yield entry, st
 
 
 def scan_ingest(cache: BlobCache, now: float | None = None) -> list[IngestEntry]:
@@ -297,17 +303,18 @@ def _check_blob(cache: BlobCache, path: Path, digest: Digest, st: os.stat_result
     except OSError as e:
         raise storage_error(e, "read", path, CACHE_HINT) from e
     if actual == digest:
+        if not is_sealed(st):  # verified now: later reuse need not hash it again
+            with contextlib.suppress(OSError):
+                seal(path, st, keep_time=True)
         return None
     return BadBlob(path, digest, f"content hashes to {actual}", st.st_nlink - 1)
 
 
-def verify_cache(
-    cache: BlobCache, *, repair: bool = False, workers: int | None = None
-) -> VerifyReport:
-    """Re-hash every blob; report (and with ``repair`` move to ``quarantine/``) corrupt ones."""
-    cache.check_layout()
-    todo: list[tuple[Path, Digest, os.stat_result]] = []
-    unknown: list[Path] = []
+def _named_blobs(
+    cache: BlobCache, unknown: list[Path]
+) -> Iterator[tuple[Path, Digest, os.stat_result]]:
+    """Every file under ``blobs/<alg>/`` named like a blob, streamed; the rest goes to
+    ``unknown`` (files this code cannot verify)."""
     for alg_entry, alg_st in _files(cache.blobs_dir):
         if not stat.S_ISDIR(alg_st.st_mode) or alg_entry.name not in SUPPORTED_ALGORITHMS:
             unknown.append(Path(alg_entry.path))
@@ -318,22 +325,47 @@ def verify_cache(
             except InvalidDigestError:
                 unknown.append(Path(entry.path))
                 continue
-            todo.append((Path(entry.path), digest, st))
+            yield Path(entry.path), digest, st
+
+
+def verify_cache(
+    cache: BlobCache, *, repair: bool = False, workers: int | None = None
+) -> VerifyReport:
+    """Re-hash every blob; report (and with ``repair`` move to ``quarantine/``) corrupt ones.
+
+    Streams the cache with a bounded window of blobs in flight, so memory stays
+    flat however many blobs there are. A good blob is sealed as verified.
+    """
+    cache.check_layout()
+    unknown: list[Path] = []
+    corrupt: list[BadBlob] = []
+    checked = checked_bytes = 0
     workers = workers or min(4, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:  # hashlib releases the GIL
-        results = list(pool.map(lambda t: _check_blob(cache, *t), todo))
-    corrupt = []
-    for (path, _, st), bad in zip(todo, results, strict=True):
+    window: deque[tuple[Path, os.stat_result, Future[BadBlob | None]]] = deque()
+
+    def settle() -> None:
+        path, st, future = window.popleft()
+        bad = future.result()
         if bad is not None and repair:
             moved = cache.set_aside(path, st, bad.reason)
             bad = BadBlob(bad.path, bad.digest, bad.reason, bad.links, moved)
         if bad is not None:
             corrupt.append(bad)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # hashlib releases the GIL
+        for path, digest, st in _named_blobs(cache, unknown):
+            checked += 1
+            checked_bytes += st.st_size
+            window.append((path, st, pool.submit(_check_blob, cache, path, digest, st)))
+            if len(window) >= workers * 4:
+                settle()
+        while window:
+            settle()
     ingests = scan_ingest(cache)
     return VerifyReport(
         root=cache.root,
-        checked=len(todo),
-        checked_bytes=sum(st.st_size for _, _, st in todo),
+        checked=checked,
+        checked_bytes=checked_bytes,
         corrupt=tuple(corrupt),
         unknown=tuple(sorted(unknown)),
         ingests=tuple(ingests),
@@ -409,46 +441,65 @@ def _sweep(cache: BlobCache, cutoff: float, dry_run: bool) -> list[tuple[Path, i
     return swept
 
 
-def _select(
-    blobs: list[PruneEntry],
-    *,
-    now: float,
-    older_than: float | None,
-    max_size: int | None,
-    unlinked: bool,
-    grace: float,
-) -> tuple[list[PruneEntry], int]:
-    """The blobs the policies remove (LRU first), and how many the grace period kept."""
-    if older_than is None and max_size is None and not unlinked:
-        return [], 0
-    matching = [
-        b
-        for b in blobs
-        if (older_than is None or b.last_used < now - older_than) and (not unlinked or b.links == 1)
-    ]
-    in_grace = [b for b in matching if b.last_used >= now - grace]
-    candidates = sorted(
-        (b for b in matching if b.last_used < now - grace), key=lambda b: b.last_used
-    )
-    if max_size is None:
-        return candidates, len(in_grace)
-    chosen, total = [], sum(b.size for b in blobs)
-    for b in candidates:
-        if total <= max_size:
+class _Policy:
+    """Which blobs ``prune`` may remove: every selector given must match."""
+
+    def __init__(
+        self,
+        now: float,
+        older_than: float | None,
+        unlinked: bool,
+        referenced: set[str] | None,
+        grace: float,
+    ) -> None:
+        self.older = None if older_than is None else now - older_than
+        self.unlinked = unlinked
+        self.referenced = referenced
+        self.grace_cutoff = now - grace
+
+    def matches(self, digest: Digest, st: os.stat_result) -> bool:
+        return (
+            (self.older is None or st.st_mtime < self.older)
+            and (not self.unlinked or st.st_nlink == 1)
+            and (self.referenced is None or str(digest) not in self.referenced)
+        )
+
+    def still_removable(self, entry: PruneEntry) -> bool:
+        """Re-check right before unlinking: same file, still unused, still unlinked if
+        required (a pull that used the blob meanwhile bumped its mtime)."""
+        try:
+            st = os.lstat(entry.path)
+        except FileNotFoundError:
+            return False
+        cutoff = self.grace_cutoff if self.older is None else min(self.grace_cutoff, self.older)
+        unchanged = st.st_mtime == entry.last_used and st.st_mtime < cutoff
+        return unchanged and (not self.unlinked or st.st_nlink == 1)
+
+
+def _lru_cutoff(mtimes: array[int], sizes: array[int], need: int) -> tuple[int, int]:
+    """The mtime (ns) up to which least-recently-used candidates must go to free ``need``
+    bytes, and how many bytes must still come from those at exactly that mtime.
+
+    Narrows a 1024-bucket histogram over the candidates' mtimes instead of
+    sorting them, so memory stays at the two flat arrays however many there are.
+    """
+    lo, hi = min(mtimes), max(mtimes)
+    while lo < hi:
+        width = (hi - lo) // 1024 + 1
+        buckets = [0] * 1025
+        for t, n in zip(mtimes, sizes, strict=True):
+            if lo <= t <= hi:
+                buckets[(t - lo) // width] += n
+        for b, n in enumerate(buckets):
+            if n >= need:
+                lo, hi = lo + b * width, min(hi, lo + (b + 1) * width - 1)
+                break
+            need -= n
+        else:  # every candidate is needed, and still not enough
+            return hi, need
+        if width == 1:
             break
-        chosen.append(b)
-        total -= b.size
-    return chosen, len(in_grace) if total > max_size else 0
-
-
-def _still_removable(entry: PruneEntry, cutoff: float, unlinked: bool) -> bool:
-    """Re-check right before unlinking: same file, still unused, still unlinked if required."""
-    try:
-        st = os.lstat(entry.path)
-    except FileNotFoundError:
-        return False
-    unchanged = st.st_mtime == entry.last_used and st.st_mtime < cutoff
-    return unchanged and (not unlinked or st.st_nlink == 1)
+    return lo, need
 
 
 def prune_cache(
@@ -457,58 +508,89 @@ def prune_cache(
     older_than: float | None = None,
     max_size: int | None = None,
     unlinked: bool = False,
+    unreferenced: bool = False,
     grace: float = DEFAULT_GRACE,
     dry_run: bool = False,
+    on_remove: Callable[[PruneEntry], None] | None = None,
 ) -> PruneReport:
     """Remove blobs by policy, never one used within ``grace`` seconds; sweep stale ingests.
 
-    Policies: ``older_than`` (last used before now - older_than) and
-    ``unlinked`` (no layout hard-links it) select blobs; with no selector all
-    blobs are candidates for ``max_size``, which removes least recently used
-    first until the blobs total at most ``max_size`` bytes. With no policy
-    only stale ingest, lock and quarantine files are swept.
+    Policies: ``older_than`` (last used before now - older_than), ``unlinked``
+    (no layout hard-links it) and ``unreferenced`` (no ref of any live layout
+    the cache knows reaches it: right in every link mode) select blobs; with no
+    selector all blobs are candidates for ``max_size``, which removes least
+    recently used first until the blobs total at most ``max_size`` bytes. With
+    no policy only stale ingest, lock and quarantine files are swept.
+
+    The cache is streamed (twice with ``max_size``); ``on_remove`` sees each
+    blob as it goes, so a caller can stream its output.
     """
     for name, value in (("older_than", older_than), ("max_size", max_size), ("grace", grace)):
         if value is not None and value < 0:
             raise InvalidInputError(f"prune: {name} must not be negative, got {value}")
     cache.check_layout()
     now = time.time()
-    blobs = [
-        PruneEntry(digest, cache.path(digest), st.st_size, st.st_mtime, st.st_nlink)
-        for digest, st in cache.blobs()
-    ]
-    chosen, kept = _select(
-        blobs, now=now, older_than=older_than, max_size=max_size, unlinked=unlinked, grace=grace
-    )
-    cutoff = now - grace
-    if older_than is not None:
-        cutoff = min(cutoff, now - older_than)
-    removed = []
-    touched_dirs = set()
-    for entry in chosen:
-        if dry_run:
-            removed.append(entry)
-        elif _still_removable(entry, cutoff, unlinked):
+    selecting = older_than is not None or max_size is not None or unlinked or unreferenced
+    referenced = None
+    if unreferenced:
+        from hybridstore.store.cache_layouts import referenced_digests
+
+        referenced = referenced_digests(cache)
+    policy = _Policy(now, older_than, unlinked, referenced, grace)
+    removed: list[PruneEntry] = []
+    touched_dirs: set[Path] = set()
+
+    def remove(entry: PruneEntry) -> bool:
+        if not dry_run:
+            if not policy.still_removable(entry):
+                return False
             _remove(entry.path)
-            removed.append(entry)
             touched_dirs.add(entry.path.parent)
+        removed.append(entry)
+        if on_remove is not None:
+            on_remove(entry)
+        return True
+
+    total = kept = 0
+    mtimes, sizes = array("q"), array("q")
+    for digest, st in cache.blobs() if selecting else ():
+        total += st.st_size
+        if not policy.matches(digest, st):
+            continue
+        if st.st_mtime >= policy.grace_cutoff:
+            kept += 1
+        elif max_size is None:
+            remove(PruneEntry(digest, cache.path(digest), st.st_size, st.st_mtime, st.st_nlink))
+        else:
+            mtimes.append(st.st_mtime_ns)
+            sizes.append(st.st_size)
+    if max_size is not None and total > max_size and mtimes:
+        cutoff_ns, at_cutoff = _lru_cutoff(mtimes, sizes, total - max_size)
+        del mtimes, sizes
+        for digest, st in cache.blobs():
+            due = st.st_mtime_ns < cutoff_ns or (st.st_mtime_ns == cutoff_ns and at_cutoff > 0)
+            if not due or st.st_mtime >= policy.grace_cutoff or not policy.matches(digest, st):
+                continue
+            entry = PruneEntry(digest, cache.path(digest), st.st_size, st.st_mtime, st.st_nlink)
+            if remove(entry) and st.st_mtime_ns == cutoff_ns:
+                at_cutoff -= st.st_size
     for d in touched_dirs:
         fsync_dir(d)
+    removed.sort(key=lambda b: b.last_used)  # least recently used first, as chosen
     swept = _sweep(cache, now - grace, dry_run)
     removed_bytes = sum(b.size for b in removed)
-    remaining = sum(b.size for b in blobs) - removed_bytes
+    remaining = total - removed_bytes
+    budget_met = None if max_size is None else remaining <= max_size
     return PruneReport(
         root=cache.root,
         dry_run=dry_run,
         removed=tuple(removed),
         removed_bytes=removed_bytes,
         freed_bytes=sum(b.size for b in removed if b.links == 1),
-        kept_in_grace=kept,
+        kept_in_grace=kept if max_size is None or not budget_met else 0,
         remaining_bytes=remaining,
         max_size=max_size,
-        budget_met=None if max_size is None else remaining <= max_size,
+        budget_met=budget_met,
         swept=tuple(p for p, _ in swept),
         swept_bytes=sum(n for _, n in swept),
     )
-
-

@@ -51,6 +51,7 @@ from hybridstore.errors import (
 )
 from hybridstore.fs.files import fsync_dir, storage_error
 from hybridstore.fs.locking import FileLock, acquire_visibly, cannot_lock_here
+from hybridstore.fs.seal import is_sealed, seal
 from hybridstore.oci import mediatypes as mt
 from hybridstore.oci.digest import Digest
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
@@ -80,6 +81,7 @@ from hybridstore.store.layout_refs import (
     named_descriptor,
     one_descriptor,
 )
+from hybridstore.store.layout_registry import LayoutRegistry
 from hybridstore.store.linking import Linker, LinkMode
 
 __all__ = ["OCILayout"]
@@ -104,7 +106,9 @@ class OCILayout:
     ``OCILayout.open_or_create``. ``cache`` is the shared ``BlobCache`` that
     ``push`` and ``add_blob_from_cache`` link from (the default cache when
     omitted); ``link_mode`` is a ``LinkMode`` (default: ``$HYBRIDSTORE_LINK_MODE``,
-    else ``auto``), decided once for this layout and cache.
+    else ``auto``), decided once for this layout and cache. The first blob linked
+    from the cache records the layout in the cache's layout registry, unless
+    ``known=False`` (a throw-away staging layout).
     """
 
     def __init__(
@@ -114,9 +118,11 @@ class OCILayout:
         cache: BlobCache | None = None,
         link_mode: LinkMode | str | None = None,
         create: bool = False,
+        known: bool = True,
     ) -> None:
         self.root = Path(root)
         self._cache = cache
+        self._unrecorded = known  # recorded in the cache's layout registry on first link
         self.linker = Linker(link_mode, sync_dirs=False)  # see _write_index
         self._thread_lock = threading.RLock()
         self._blobs = os.path.join(self.root, BLOBS_DIR)  # str: per-blob paths skip pathlib
@@ -462,16 +468,56 @@ class OCILayout:
         self.cache.ingest_bytes(desc.digest, data)
         self.add_blob_from_cache(desc.digest, desc.size)
 
-    def add_blob_from_cache(self, digest: Digest, size: int) -> LinkMode | None:
+    def holds(self, desc: Descriptor, *, rehash: bool = False) -> bool:
+        """Whether the blob is here and still as verified: the right size, and sealed
+        (``fs/seal.py``) or, when not or with ``rehash``, hashing to its digest (then
+        sealed, so the next check is free). A file of the wrong size or content is
+        removed, so the caller links a good copy in its place."""
+        st = self._blob_stat(desc.digest)
+        if st is None:
+            return False
+        if st.st_size == desc.size and (
+            not desc.digest.verifiable or (is_sealed(st) and not rehash)
+        ):
+            return True
+        path = self.blob_path(desc.digest)
+        why = f"it has {st.st_size} bytes, not {desc.size}"
+        if st.st_size == desc.size:
+            try:
+                with open(path, "rb", buffering=0) as f:
+                    actual = Digest.of_file(f, desc.digest.algorithm)[0]
+            except FileNotFoundError:
+                return False
+            except OSError as e:
+                raise storage_error(e, "read", path) from e
+            if actual == desc.digest:
+                with contextlib.suppress(OSError):
+                    seal(path, st, keep_time=True)
+                return True
+            why = f"its content hashes to {actual}"
+        log.warning("replacing %s in %s: %s", desc.digest, self.root, why)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise storage_error(e, "remove", path) from e
+        return False
+
+    def add_blob_from_cache(
+        self, digest: Digest, size: int, *, rehash: bool = False
+    ) -> LinkMode | None:
         """Link (or clone, or copy) a cache blob into the layout.
 
         Returns the mode used, or ``None`` when the layout already held the blob.
-        A blob of the wrong size already here is replaced.
+        A blob of the wrong size already here is replaced. The cache blob is
+        re-hashed first if its seal is broken, or always with ``rehash``.
         """
         cache = self.cache
-        if not cache.exists(digest, size):
+        hit = cache.hit(digest, size, rehash=rehash)
+        if hit is None:
             raise NotFoundError(f"blob {digest} ({size} bytes) is not in the cache {cache.root}")
-        return self.link_blob(cache.path(digest), digest, size)
+        return self.link_blob(hit.path, digest, size)
 
     def link_blob(self, src: Path, digest: Digest, size: int) -> LinkMode | None:
         """``add_blob_from_cache`` for a caller that has just found the cache file ``src``
@@ -479,6 +525,8 @@ class OCILayout:
         alg, enc = digest.path_components()
         if alg not in self._alg_dirs:
             self._blob_root(alg)
+        if self._unrecorded:
+            self._record()
         dst = Path(f"{self._blobs}/{alg}/{enc}")
         mode = self.linker.materialize(src, dst)  # a free name (the usual case): no lstat first
         if mode is not None:
@@ -491,6 +539,15 @@ class OCILayout:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(dst)
         return self.linker.materialize(src, dst)
+
+    def _record(self) -> None:
+        """Record this layout in its cache's layout registry (once per object). A cache
+        that cannot take the record only warns: the layout itself is complete."""
+        self._unrecorded = False
+        try:
+            LayoutRegistry(self.cache.root).record(self.root)
+        except (OSError, HybridstoreError) as e:
+            log.warning("cannot record %s in the cache's layout registry: %s", self.root, e)
 
     # -- graph -------------------------------------------------------------------------------
 

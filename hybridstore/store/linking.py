@@ -45,6 +45,7 @@ from hybridstore.errors import (
     StorageError,
 )
 from hybridstore.fs.files import fsync_dir, storage_error
+from hybridstore.fs.seal import seal
 
 __all__ = [
     "ENV_LINK_MODE",
@@ -230,6 +231,7 @@ def _write_temp(src: Path, dst: Path, mode: LinkMode) -> Path:
                         f"copy of {src} stopped after {copied} of {expected} bytes; retry"
                     )
             os.fchmod(dst_fd, READ_ONLY)  # clones and copies carry no mode of their own
+            seal(dst_fd, os.fstat(dst_fd))  # a faithful copy of a verified blob
             os.fsync(dst_fd)
         finally:
             os.close(dst_fd)

@@ -129,12 +129,20 @@ class LayoutDestination:
     ``partial=False`` (a layout about to become an archive) takes whole indexes,
     as a registry does. A ``SchedulingDestination``: ``put_local`` places a blob
     this machine already has, ``try_put_blob`` defers one another process is
-    fetching (see ``engine.copy_graph``)."""
+    fetching (see ``engine.copy_graph``).
 
-    def __init__(self, layout: OCILayout, ref_name: str, *, partial: bool = True) -> None:
+    A blob already in the layout or the cache is reused only while it is still
+    as verified (its seal, ``fs/seal.py``), or after a re-hash; ``verify=True``
+    re-hashes every reused blob. A layout blob of the right size but the wrong
+    content is replaced, never reported ``present``."""
+
+    def __init__(
+        self, layout: OCILayout, ref_name: str, *, partial: bool = True, verify: bool = False
+    ) -> None:
         self.layout = layout
         self.cache = layout.cache  # the one the layout links from, so ingest and link agree
         self.ref_name = ref_name
+        self.verify = verify
         self.keeps_partial_index = partial
         """False for a layout that will be exported: like a registry, it gets whole indexes."""
 
@@ -152,9 +160,9 @@ class LayoutDestination:
         return self._put(desc, src, progress, wait=False)
 
     def put_local(self, desc: Descriptor, progress: Progress) -> BlobOutcome | None:
-        if self.layout.exists(desc):
+        if self.layout.holds(desc, rehash=self.verify):
             return self._done(desc, progress, "present", False, 0)
-        hit = self.cache.hit(desc.digest, desc.size)
+        hit = self.cache.hit(desc.digest, desc.size, rehash=self.verify)
         if hit is None:
             return None
         try:
@@ -203,10 +211,10 @@ class LayoutDestination:
     def put_document(
         self, desc: Descriptor, raw: bytes, doc: Manifest | Index, src: Source
     ) -> BlobOutcome:
-        if self.layout.exists(desc):
+        if self.layout.holds(desc, rehash=self.verify):
             mode = "present"
         else:
-            if not self.cache.exists(desc.digest, desc.size):
+            if self.cache.hit(desc.digest, desc.size, rehash=self.verify) is None:
                 self.cache.ingest_bytes(desc.digest, raw)
             mode = _mode_name(self.layout.add_blob_from_cache(desc.digest, desc.size))
         if doc.subject is not None:
