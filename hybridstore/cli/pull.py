@@ -17,7 +17,7 @@ from hybridstore.cli.remote_options import (
 )
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import Descriptor
-from hybridstore.transfer.engine import BlobOutcome, Progress
+from hybridstore.transfer.endpoint import BlobOutcome, Progress
 
 __all__ = ["pull"]
 
@@ -113,6 +113,19 @@ class RichProgress(Progress):
     type=click.IntRange(MAX_DOCUMENT_BYTES),
     help="Largest manifest accepted, in bytes.",
 )
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Re-hash every blob reused from the layout or the cache (by default a reused "
+    "blob is re-hashed only when its verification seal shows it was written since).",
+)
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Open no network connection: a digest comes from the cache; a tag from this "
+    "layout, else from the most recently used layout the cache knows that holds exactly "
+    "that reference (printed). Fails, changing nothing, if anything is missing.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @registry_options
 @mirror_options
@@ -127,8 +140,13 @@ def pull(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
 
     if kw["ref_name"] and len(refs) > 1:
         raise click.UsageError("--ref-name needs exactly one REF")
-    transport = transport_from(kw)
-    credential = credential_from(kw)
+    offline = kw.pop("offline")
+    if offline:  # nothing of the registry client is loaded
+        for key in ("plain_http", "insecure", "ca_file", "username", "password_stdin"):
+            kw.pop(key)
+        transport, credential = None, None
+    else:
+        transport, credential = transport_from(kw), credential_from(kw)
     as_json = kw.pop("as_json")
     show_bars = sys.stderr.isatty() and not opts.quiet and not as_json
     progress = RichProgress() if show_bars else None
@@ -147,6 +165,8 @@ def pull(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
         credential=credential,
         manifest_limit=kw["max_manifest_size"],
         progress=progress,
+        verify=kw["verify"],
+        offline=offline,
     )
     if progress is not None:
         with progress.bars:
@@ -159,6 +179,8 @@ def pull(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
     if opts.quiet:
         return
     for r in results:
+        if r.resolved_from:
+            click.echo(f"{r.ref_name}: resolved offline from {r.resolved_from}")
         click.echo(
             f"{r.ref_name}: {r.digest} ({r.fetched} fetched, {r.reused} reused, "
             f"{r.bytes_transferred} bytes, link {'/'.join(r.link_modes)}, {r.seconds:.2f}s)"

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from hybridstore.errors import InvalidInputError
-from hybridstore.remote.credentials import Credential
-from hybridstore.remote.transport import TransportOptions
+
+if TYPE_CHECKING:  # loaded when a command talks to a registry (pull --offline never does)
+    from hybridstore.remote.credentials import Credential
+    from hybridstore.remote.transport import TransportOptions
 
 __all__ = [
     "registry_options",
@@ -81,6 +83,8 @@ def ref_or_layout(layout_help: str) -> Callable[[F], F]:
 
 
 def transport_from(kwargs: dict[str, Any]) -> TransportOptions:
+    from hybridstore.remote.transport import TransportOptions
+
     return TransportOptions(
         plain_http=kwargs.pop("plain_http"),
         insecure=kwargs.pop("insecure"),
@@ -91,6 +95,8 @@ def transport_from(kwargs: dict[str, Any]) -> TransportOptions:
 
 
 def credential_from(kwargs: dict[str, Any]) -> Credential | None:
+    from hybridstore.remote.credentials import Credential
+
     username, from_stdin = kwargs.pop("username"), kwargs.pop("password_stdin")
     if not from_stdin:
         if username:

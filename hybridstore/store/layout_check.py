@@ -66,6 +66,8 @@ class VerifyReport:
     unreferenced: list[str] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
     temp_files: list[str] = field(default_factory=list)
+    damaged: list[Descriptor] = field(default_factory=list)
+    """Reachable blobs missing, of the wrong size or content: what a repair re-links."""
 
     @property
     def ok(self) -> bool:
@@ -83,6 +85,7 @@ class VerifyReport:
             "unreferenced": self.unreferenced,
             "foreign": self.foreign,
             "tempFiles": self.temp_files,
+            "damaged": [str(d.digest) for d in self.damaged],
         }
 
 
@@ -314,6 +317,7 @@ def _verify_blob(
             report.absent.append(str(desc.digest))
         else:
             report.problems.append(f"{desc.digest} missing (referenced by {via})")
+            report.damaged.append(desc)
         return False
     rel = path.relative_to(layout.root)
     if stat.S_ISLNK(st.st_mode):
@@ -324,6 +328,7 @@ def _verify_blob(
         return False
     if st.st_size != desc.size:
         report.problems.append(f"{desc.digest} has {st.st_size} bytes, {via} says {desc.size}")
+        report.damaged.append(desc)
         return False
     with open(path, "rb") as f:
         actual, size = Digest.of_file(f, desc.digest.algorithm)
@@ -331,6 +336,7 @@ def _verify_blob(
     report.bytes_checked += size
     if actual != desc.digest:
         report.problems.append(f"{rel} is corrupt: its content hashes to {actual}")
+        report.damaged.append(desc)
         return False
     return True
 

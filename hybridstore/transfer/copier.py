@@ -11,73 +11,29 @@ through a layout (``archive/`` sits beside this layer, not below it).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING
 
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
-from hybridstore.oci.model import Platform
 from hybridstore.oci.reference import Reference
 from hybridstore.remote.clients import RegistryClients
-from hybridstore.remote.credentials import Credential
 from hybridstore.remote.transport import TransportOptions
-from hybridstore.remote.upload import UploadOptions
 from hybridstore.store.cache import BlobCache
 from hybridstore.store.layout import OCILayout
 from hybridstore.store.linking import LinkMode
-from hybridstore.transfer.endpoint import Destination, Progress
-from hybridstore.transfer.engine import CopyOptions, CopyResult, copy_graph
+from hybridstore.transfer.endpoint import Destination
+from hybridstore.transfer.engine import CopyResult, copy_graph
 from hybridstore.transfer.layout_endpoint import LayoutDestination, LayoutSource
 from hybridstore.transfer.locator import Location
 from hybridstore.transfer.open import Opened, sole_ref
 from hybridstore.transfer.pools import BlobPools
 from hybridstore.transfer.registry_endpoint import RegistryDestination, RegistrySource
+from hybridstore.transfer.settings import CopySettings, copy_options
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 __all__ = ["CopySettings", "Copier", "copy_options"]
-
-
-class CopySettings(TypedDict, total=False):
-    """The keyword arguments of every verb that moves content (``pull``, ``push``,
-    ``copy``), spelled once; the defaults are ``Copier``'s."""
-
-    cache: str | os.PathLike[str] | BlobCache | None
-    """The shared blob cache (default: ``BlobCache.default_root()``)."""
-    platforms: Sequence[str | Platform]
-    """Wanted platforms of an image index (default: the host's for layouts)."""
-    all_platforms: bool
-    concurrency: int
-    """Large blobs moved at once (default 8; small ones up to 4x as many)."""
-    include_nondistributable: bool
-    include_referrers: bool
-    """Also move what is attached through ``subject`` (signatures, SBOMs)."""
-    referrer_types: Sequence[str]
-    """With ``include_referrers``: only these artifact types (default: all)."""
-    link_mode: LinkMode | str | None
-    """How blobs enter a layout: ``auto`` (default), ``reflink``, ``hardlink``, ``copy``."""
-    transport: TransportOptions | None
-    credential: Credential | None
-    upload: UploadOptions | None
-    manifest_limit: int
-    progress: Progress | None
-
-
-def copy_options(settings: CopySettings) -> CopyOptions:
-    """The engine's ``CopyOptions`` from a verb's settings (platforms as text or values)."""
-    return CopyOptions(
-        platforms=tuple(
-            p if isinstance(p, Platform) else Platform.parse(p)
-            for p in settings.get("platforms", ())
-        ),
-        all_platforms=settings.get("all_platforms", False),
-        concurrency=settings.get("concurrency", 8),
-        include_nondistributable=settings.get("include_nondistributable", False),
-        include_referrers=settings.get("include_referrers", False),
-        referrer_types=tuple(settings.get("referrer_types", ())),
-    )
 
 
 class Copier:
@@ -147,7 +103,7 @@ class Copier:
         self, layout: OCILayout, name: str, *, partial: bool = True
     ) -> LayoutDestination:
         """Into ``layout`` through the cache it links from; the root is tagged ``name``."""
-        return LayoutDestination(layout, name, partial=partial)
+        return LayoutDestination(layout, name, partial=partial, verify=self.options.verify)
 
     def destination(self, loc: Location, src: Opened) -> Destination:
         if loc.kind == "registry":

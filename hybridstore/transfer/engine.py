@@ -67,7 +67,8 @@ class CopyOptions:
     include_referrers: bool = False
     referrer_types: tuple[str, ...] = ()
     """With ``include_referrers``: only referrers of these artifact types (all if empty)."""
-
+    verify: bool = False
+    """Re-hash every blob reused from a layout or the cache (``LayoutDestination``)."""
 
 
 @dataclass
@@ -80,6 +81,8 @@ class CopyResult:
     blobs: list[BlobOutcome] = field(default_factory=list)
     referrers: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    resolved_from: str = ""
+    """Where an offline pull found the tag (a layout, and when it was last used)."""
 
     def _count(self, action: str) -> int:
         return sum(1 for b in self.blobs if b.action == action)
@@ -128,6 +131,7 @@ class CopyResult:
             "link_modes": self.link_modes,
             "referrers": list(self.referrers),
             "seconds": round(self.seconds, 3),
+            "resolved_from": self.resolved_from,
             "blobs": [b.__dict__ for b in self.blobs],
         }
 
