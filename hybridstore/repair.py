@@ -63,6 +63,21 @@ class Mend:
     def ok(self) -> bool:
         return not self.needs_pull
 
+    def lines(self) -> list[str]:
+        """What was done and what is left, one line each, for people."""
+        out = []
+        if self.relinked or self.repulled:
+            out.append(
+                f"repaired layout {self.layout}: {len(self.relinked)} blob(s) re-linked from "
+                f"the cache, {len(self.repulled)} ref(s) pulled again"
+            )
+        for ref, blobs in self.needs_pull.items():
+            out.append(
+                f"layout {self.layout}: ref {ref} needs a pull (lacks {', '.join(blobs)}): "
+                f"hybridstore pull --layout {self.layout} {ref}"
+            )
+        return out
+
     def to_json(self) -> dict[str, Any]:
         return {
             "layout": str(self.layout),
@@ -149,14 +164,9 @@ def mend_layout(layout: OCILayout, damaged: Iterable[Descriptor], network: Netwo
     return mend
 
 
-def repair_layout(layout: OCILayout, network: Network | None) -> tuple[Mend, bool]:
-    """``layout verify --repair``: mend what verification finds damaged; the mend, and
-    whether the layout verifies clean afterwards."""
-    report = verify_layout(layout)
-    if not report.damaged:
-        return Mend(layout.root), report.ok
-    mend = mend_layout(layout, report.damaged, network)
-    return mend, verify_layout(layout).ok
+def repair_layout(layout: OCILayout, network: Network | None) -> Mend:
+    """``layout verify --repair``: mend the blobs verification finds damaged."""
+    return mend_layout(layout, verify_layout(layout).damaged, network)
 
 
 def repair_known_layouts(

@@ -1,18 +1,28 @@
-"""``hybridstore cache info|du|path|verify|prune``: look after the shared blob cache."""
+"""``hybridstore cache info|du|path|layouts|where|verify|prune``: look after the shared
+blob cache and the layouts it knows."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 import click
 
 from hybridstore.cli.common import GlobalOptions, emit_json, pass_options
+from hybridstore.cli.remote_options import credential_from, registry_options, transport_from
 from hybridstore.errors import NotFoundError
 from hybridstore.oci.digest import Digest
 from hybridstore.store.cache import BlobCache
-from hybridstore.store.cache_admin import cache_info, disk_usage, prune_cache, verify_cache
+from hybridstore.store.cache_admin import (
+    PruneEntry,
+    cache_info,
+    disk_usage,
+    prune_cache,
+    verify_cache,
+)
 
 __all__ = ["Size", "cache", "human_size", "parse_duration", "parse_size"]
 
@@ -78,6 +88,21 @@ def _ago(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:.0f}{unit} ago"
     return f"{max(seconds, 0):.0f}s ago"
+
+
+class _Jsonable(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+
+
+def _stream_json(items: Iterable[_Jsonable]) -> int:
+    """Print a JSON list one item at a time (flat memory for any count); the count."""
+    n = 0
+    for item in items:
+        text = json.dumps(item.to_json(), sort_keys=True)
+        click.echo(("[\n  " if n == 0 else ",\n  ") + text, nl=False)
+        n += 1
+    click.echo("[]" if n == 0 else "\n]")
+    return n
 
 
 def _open(opts: GlobalOptions) -> BlobCache:
@@ -154,20 +179,91 @@ def path(opts: GlobalOptions, /, digest: str | None, as_json: bool) -> None:
         click.echo(found["path"])
 
 
-@cache.command("verify")
-@click.option("--repair", is_flag=True, help="Move corrupt blobs to quarantine/.")
+@cache.command("layouts")
+@click.option("--forget-missing", is_flag=True,
+              help="Drop the records of layouts that are gone or were replaced.")  # fmt: skip
 @_json_option
 @pass_options
-def verify(opts: GlobalOptions, /, repair: bool, as_json: bool) -> None:
+def layouts(opts: GlobalOptions, /, forget_missing: bool, as_json: bool) -> None:
+    """List the layouts that link from this cache: path, refs, last use.
+
+    \b
+    Every command that links a blob from the cache into a layout records the
+    layout's absolute path (one small file per layout under layouts/ in the
+    cache; refs stay in the layout's own index.json). A layout deleted, or
+    moved away and replaced by another directory, shows as "missing" or
+    "replaced"; a moved layout is recorded again at its new path by the next
+    pull into it. --forget-missing drops those records.
+    """
+    from hybridstore.store.cache_layouts import known_layouts
+
+    usages = known_layouts(_open(opts), forget_missing=forget_missing)
+    if as_json:
+        _stream_json(usages)
+        return
+    now = time.time()
+    for u in usages:
+        state = f"{u.refs} ref(s)" if u.refs is not None else u.known.state
+        forgot = ", forgotten" if u.forgotten else ""
+        click.echo(f"{u.known.path}\t{state}\tused {_ago(now - u.known.last_used)}{forgot}")
+
+
+@cache.command("where")
+@click.argument("target", metavar="DIGEST|REF")
+@_json_option
+@pass_options
+def where(opts: GlobalOptions, /, target: str, as_json: bool) -> None:
+    """List every known layout and ref that holds DIGEST or REF.
+
+    A DIGEST counts when a ref's graph contains it directly or through an
+    index or manifest (a layer, a config, a platform's manifest); a REF is
+    matched as pull spells it (full, short, oci://). Only layouts the cache
+    knows are searched (hybridstore cache layouts). Exits 4 when none holds it.
+    """
+    from hybridstore.store.cache_layouts import where_used
+
+    holders = where_used(_open(opts), target)
+    if as_json:
+        found = _stream_json(holders)
+    else:
+        found = 0
+        for h in holders:
+            found += 1
+            via = "" if h.root == h.digest else f" (in the graph of {h.root})"
+            click.echo(f"{h.layout}\t{h.ref}{via}")
+    if not found:
+        raise NotFoundError(f"no layout this cache knows holds {target}")
+
+
+@cache.command("verify")
+@click.option("--repair", is_flag=True,
+              help="Move corrupt blobs to quarantine/ and mend the known layouts that "
+              "shared them.")  # fmt: skip
+@_json_option
+@registry_options
+@pass_options
+def verify(opts: GlobalOptions, /, repair: bool, as_json: bool, **kw: Any) -> None:
     """Re-hash every blob and report corrupt ones; list stale partial downloads.
 
-    Exits 1 when a corrupt blob is left in the cache (run again with --repair).
-    A repaired blob is fetched again by the next pull that needs it; layouts
-    hard-linked to the bad content are listed by link count and need a re-pull.
+    \b
+    Exits 1 when a corrupt blob is left in the cache, or a layout still needs
+    a pull. --repair moves corrupt blobs aside, then, for every layout the
+    cache knows (hybridstore cache layouts) whose refs reach one: puts a
+    layout's good copy (reflink and copy modes keep their own bytes) back into
+    the cache, re-links good copies into the layouts that lacked one (hard
+    links shared the corrupt inode), else pulls those refs again pinned to
+    their digest, else prints which layout and refs still need a pull.
     """
-    report = verify_cache(_open(opts), repair=repair)
+    from hybridstore.repair import Network, repair_known_layouts
+
+    network = Network(transport_from(kw), credential_from(kw)) if repair else None
+    c = _open(opts)
+    report = verify_cache(c, repair=repair)
+    moved = [b.digest for b in report.corrupt if b.digest is not None and b.quarantined_to]
+    mends = repair_known_layouts(c, moved, network) if repair else []
+    unmended = [m for m in mends if not m.ok]
     if as_json:
-        emit_json(report.to_json())
+        emit_json({**report.to_json(), "layouts": [m.to_json() for m in mends]})
     else:
         for bad in report.corrupt:
             where = f"; moved to {bad.quarantined_to}" if bad.quarantined_to else ""
@@ -183,7 +279,10 @@ def verify(opts: GlobalOptions, /, repair: bool, as_json: bool) -> None:
                 f"{report.root}: {state}; {report.checked} blob(s) verified "
                 f"({human_size(report.checked_bytes)})"
             )
-    if not report.ok:
+        for m in mends:
+            for line in m.lines():
+                click.echo(line)
+    if not report.ok or unmended:
         raise click.exceptions.Exit(1)
 
 
@@ -194,7 +293,10 @@ def verify(opts: GlobalOptions, /, repair: bool, as_json: bool) -> None:
               help="Remove least recently used blobs until the blobs total at most SIZE "
               "(e.g. 10G; K/M/G/T are powers of 1024).")  # fmt: skip
 @click.option("--unlinked", is_flag=True,
-              help="Only blobs no layout hard-links (link count 1).")  # fmt: skip
+              help="Only blobs no layout hard-links (link count 1: hard links only).")  # fmt: skip
+@click.option("--unreferenced", is_flag=True,
+              help="Only blobs that no ref of any live layout the cache knows reaches "
+              "(right in every link mode; see hybridstore cache layouts).")  # fmt: skip
 @click.option("--grace", type=_Duration(), default="1h", metavar="DURATION", show_default=True,
               help="Never remove a blob used more recently than this.")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Print what would be removed; change nothing.")
@@ -206,6 +308,7 @@ def prune(
     older_than: float | None,
     max_size: int | None,
     unlinked: bool,
+    unreferenced: bool,
     grace: float,
     dry_run: bool,
     as_json: bool,
@@ -217,8 +320,12 @@ def prune(
     publishes a blob and bumps whenever a pull finds it already cached or
     links it into a layout (the cache keeps no other per-use records, and
     hard-linked layout copies share that time). --older-than and --unlinked
-    select blobs (both must match when combined); --max-size then removes the
-    least recently used of them until the cache fits. Without any policy only
+    select blobs (all given must match); --max-size then removes the least
+    recently used of them until the cache fits. --unreferenced reads the refs of
+    every live layout the cache knows, so it is right whether layouts hard-link,
+    reflink or copy; a layout the cache does not know (made by another tool or
+    an older hybridstore) does not count, and loses nothing: it keeps its own
+    links or copies. Without any policy only
     stale ingest, lock and quarantine files older than the grace period go.
 
     \b
@@ -227,17 +334,26 @@ def prune(
     again. Removing a blob that layouts still link frees no disk space until
     those layouts drop it too ("freed" in the summary counts only unlinked ones).
     """
-    report = prune_cache(_open(opts), 
-        older_than=older_than, max_size=max_size, unlinked=unlinked, grace=grace, dry_run=dry_run
+    verb = "would remove" if dry_run else "removed"
+    now = time.time()
+
+    def show(b: PruneEntry) -> None:
+        click.echo(f"{verb} {b.digest} ({human_size(b.size)}, used {_ago(now - b.last_used)})")
+
+    report = prune_cache(
+        _open(opts),
+        older_than=older_than,
+        max_size=max_size,
+        unlinked=unlinked,
+        unreferenced=unreferenced,
+        grace=grace,
+        dry_run=dry_run,
+        on_remove=None if as_json or opts.quiet else show,
     )
     if as_json:
         emit_json(report.to_json())
         return
-    verb = "would remove" if dry_run else "removed"
     if not opts.quiet:
-        now = time.time()
-        for b in report.removed:
-            click.echo(f"{verb} {b.digest} ({human_size(b.size)}, used {_ago(now - b.last_used)})")
         for p in report.swept:
             click.echo(f"{verb} {p}")
     summary = (

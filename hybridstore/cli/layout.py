@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import click
 
 from hybridstore.cli.common import GlobalOptions, emit_json, pass_options
+from hybridstore.cli.remote_options import credential_from, registry_options, transport_from
 
 __all__ = ["layout", "link_mode_option"]
 
@@ -43,20 +44,39 @@ def layout() -> None:
 
 @layout.command()
 @click.argument("directory", type=click.Path(file_okay=False))
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Replace missing or corrupt blobs: from the cache when it holds a good copy, "
+    "else by pulling the refs that reach them again (pinned to their recorded digest).",
+)
+@click.option("--offline", is_flag=True, help="With --repair: use the cache only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@registry_options
 @pass_options
-def verify(opts: GlobalOptions, /, directory: str, as_json: bool) -> None:
+def verify(
+    opts: GlobalOptions, /, directory: str, repair: bool, offline: bool, as_json: bool, **kw: Any
+) -> None:
     """Check that every blob reachable from DIRECTORY's index.json is present and intact.
 
     Re-hashes each reachable blob and validates manifests, indexes and configs;
-    lists unreferenced blobs and foreign files. Exits 1 when there are problems.
+    lists unreferenced blobs and foreign files. Exits 1 when there are problems
+    (after --repair: problems left, or refs that still need a pull).
     """
+    from hybridstore.store.cache import BlobCache
     from hybridstore.store.layout import OCILayout
     from hybridstore.store.layout_check import verify_layout
 
-    report = verify_layout(OCILayout.open(directory))
+    target = OCILayout.open(directory, cache=BlobCache(opts.cache_dir))
+    mend = None
+    if repair:
+        from hybridstore.repair import Network, repair_layout
+
+        network = None if offline else Network(transport_from(kw), credential_from(kw))
+        mend = repair_layout(target, network)
+    report = verify_layout(target)
     if as_json:
-        emit_json(report.to_json())
+        emit_json({**report.to_json(), "repair": mend.to_json() if mend else None})
     elif not opts.quiet or not report.ok:
         for p in report.problems:
             click.echo(f"problem: {p}")
@@ -76,7 +96,10 @@ def verify(opts: GlobalOptions, /, directory: str, as_json: bool) -> None:
                 f"{directory}: {state}; {report.refs} ref(s), {report.blobs_checked} blob(s) "
                 f"verified ({_size(report.bytes_checked)})"
             )
-    if not report.ok:
+    if mend is not None and not as_json:
+        for line in mend.lines():
+            click.echo(line)
+    if not report.ok or (mend is not None and not mend.ok):
         raise click.exceptions.Exit(1)
 
 
