@@ -13,6 +13,7 @@ Fixtures (all lazy; nothing here is autouse):
     repo_name         a repository name unique to the test
     tmp_cache         empty cache dir; also sets ``HYBRIDSTORE_CACHE_DIR`` to it
     skopeo_bin / umoci_bin  path of the tool, or skip
+    xfs               session-scoped mount point of a reflink XFS on a loop device (root)
 
 Markers ``registry``, ``skopeo``, ``umoci`` skip a test when that peer is missing.
 """
@@ -141,3 +142,32 @@ def other_fs(tmp_path: Path) -> Iterator[Path]:
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture(scope="session")
+def xfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A real XFS with reflink=1 on a loop device (root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("reflink test needs root to mount an XFS loop device")
+    if shutil.which("mkfs.xfs") is None:
+        pytest.skip("reflink test needs mkfs.xfs (xfsprogs)")
+    base = tmp_path_factory.mktemp("xfs")
+    image, mnt = base / "fs.img", base / "mnt"
+    mnt.mkdir()
+    with open(image, "wb") as f:
+        f.truncate(300 << 20)
+    made = subprocess.run(
+        ["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], capture_output=True, text=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"mkfs.xfs -m reflink=1 failed: {made.stderr.strip()}")
+    mounted = subprocess.run(
+        ["mount", "-o", "loop", str(image), str(mnt)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount an XFS loop device here: {mounted.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+        image.unlink(missing_ok=True)

@@ -11,7 +11,6 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,35 +49,6 @@ def _ino(path: Path) -> int:
 def scratch(tmp_path: Path) -> LayoutBuilder:
     """Builds content (in a throwaway layout) for the tests to push."""
     return LayoutBuilder(tmp_path / "scratch")
-
-
-@pytest.fixture(scope="module")
-def xfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A real XFS with reflink=1 on a loop device (root only)."""
-    if os.geteuid() != 0:
-        pytest.skip("reflink test needs root to mount an XFS loop device")
-    if shutil.which("mkfs.xfs") is None:
-        pytest.skip("reflink test needs mkfs.xfs (xfsprogs)")
-    base = tmp_path_factory.mktemp("xfs")
-    image, mnt = base / "fs.img", base / "mnt"
-    mnt.mkdir()
-    with open(image, "wb") as f:
-        f.truncate(300 << 20)
-    made = subprocess.run(
-        ["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], capture_output=True, text=True
-    )
-    if made.returncode != 0:
-        pytest.skip(f"mkfs.xfs -m reflink=1 failed: {made.stderr.strip()}")
-    mounted = subprocess.run(
-        ["mount", "-o", "loop", str(image), str(mnt)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount an XFS loop device here: {mounted.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
-        image.unlink(missing_ok=True)
 
 
 # --- storage interface -----------------------------------------------------------------------
