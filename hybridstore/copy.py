@@ -55,7 +55,10 @@ def _copy(copier: Copier, src: Location, dst: Location) -> CopyResult:
 
             assert src.path is not None
             staged = _staging(copier.cache, stack, "import")
-            import_archive(src.path, staged, cache=copier.cache, link_mode=copier.link_mode)
+            into = OCILayout.create(  # known=False: a throw-away layout is not recorded
+                staged, cache=copier.cache, link_mode=copier.link_mode, known=False
+            )
+            import_archive(src.path, into, cache=copier.cache, link_mode=copier.link_mode)
             src = Location("layout", path=staged, name=src.name)
         if dst.kind != "archive":
             return copier.copy(src, dst)
@@ -63,7 +66,9 @@ def _copy(copier: Copier, src: Location, dst: Location) -> CopyResult:
 
         assert dst.path is not None
         staging = _staging(copier.cache, stack, "export")
-        layout = OCILayout.create(staging, cache=copier.cache, link_mode=copier.link_mode)
+        layout = OCILayout.create(
+            staging, cache=copier.cache, link_mode=copier.link_mode, known=False
+        )
         opened = copier.source(src)
         name = dst.name or opened.display
         result = copier.run(opened, copier.layout_destination(layout, name, partial=False))
