@@ -14,8 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hybridstore.errors import HybridstoreError, InvalidDigestError, NotFoundError
+from hybridstore.errors import (
+    HybridstoreError,
+    InvalidDigestError,
+    InvalidReferenceError,
+    NotFoundError,
+)
 from hybridstore.oci.digest import Digest
+from hybridstore.oci.reference import Reference
 from hybridstore.store.cache import BlobCache
 from hybridstore.store.layout import OCILayout
 from hybridstore.store.layout_check import reachable
@@ -130,11 +136,19 @@ def where_used(cache: BlobCache, target: str) -> Iterator[Holder]:
 
 def _holding_ref(known: KnownLayout, layout: OCILayout, ref: str) -> Iterator[Holder]:
     try:
-        desc = layout.resolve(ref)
+        desc = layout.resolve(_spelled_as_stored(ref))
     except NotFoundError:
         return
     names = names_of(desc)
     yield Holder(known.path, names[0] if names else ref, desc.digest, desc.digest)
+
+
+def _spelled_as_stored(ref: str) -> str:
+    """A reference as pull spells it (``oci://``, short) in the full form layouts record."""
+    try:
+        return str(Reference.parse(ref))
+    except InvalidReferenceError:
+        return ref  # a bare ref name (a tag a layout holds): resolve decides
 
 
 def referenced_digests(cache: BlobCache) -> set[str]:
