@@ -154,7 +154,8 @@ def test_where_and_layouts(
 
     code, out, _ = _cli(capsys, "--cache", c, "cache", "layouts", "--json")
     listed = {e["path"]: e for e in json.loads(out)}
-    assert (listed[str(tmp_path / "a")]["refs"], listed[str(tmp_path / "a")]["state"]) == (1, "live")
+    a = listed[str(tmp_path / "a")]
+    assert (a["refs"], a["state"]) == (1, "live")
     assert listed[str(tmp_path / "dropped")]["state"] == "missing"
     code, out, _ = _cli(capsys, "--cache", c, "cache", "layouts", "--forget-missing")
     assert code == 0 and out.splitlines()[0].startswith(str(tmp_path))
