@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from hybridstore.errors import StorageError
 from hybridstore.oci.digest import Digest
 from hybridstore.oci.model import Descriptor
 from hybridstore.store.cache import BlobCache
+from hybridstore.store.cache_admin import prune_cache
 from hybridstore.store.cache_layouts import known_layouts
 from hybridstore.store.layout import OCILayout
 from hybridstore.store.layout_registry import REGISTRY_DIR, LayoutRegistry
@@ -160,3 +162,17 @@ def test_concurrent_processes_lose_no_record(tmp_path: Path) -> None:
     assert len(states) == 6 * 25 + 1 and set(states.values()) == {"live"}
     leftovers = [p for p in (cache.root / REGISTRY_DIR).iterdir() if not p.name.endswith(".json")]
     assert leftovers == []
+
+
+def test_a_recorder_killed_mid_write_leaves_only_a_temp_file_that_prune_sweeps(
+    tmp_path: Path, oci_builder: Builder
+) -> None:
+    cache = BlobCache(tmp_path / "cache")
+    _fill(tmp_path / "l", cache, oci_builder())
+    temp = cache.root / REGISTRY_DIR / ".deadbeef.json.k1ll3d.tmp"
+    temp.write_text('{"path": "/half')  # what atomic_write_bytes leaves at a kill -9
+    old = time.time() - 7200
+    os.utime(temp, (old, old))
+    assert _states(cache) == {tmp_path / "l": "live"}  # never read as a record
+    assert temp in prune_cache(cache).swept
+    assert not temp.exists() and _states(cache) == {tmp_path / "l": "live"}

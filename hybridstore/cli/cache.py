@@ -336,10 +336,19 @@ def prune(
     """
     verb = "would remove" if dry_run else "removed"
     now = time.time()
+    shown = 0
 
     def show(b: PruneEntry) -> None:
-        click.echo(f"{verb} {b.digest} ({human_size(b.size)}, used {_ago(now - b.last_used)})")
+        nonlocal shown
+        if as_json:  # streamed: the list is never held in memory
+            text = json.dumps(b.to_json(), sort_keys=True)
+            click.echo(("\n  " if shown == 0 else ",\n  ") + text, nl=False)
+        elif not opts.quiet:
+            click.echo(f"{verb} {b.digest} ({human_size(b.size)}, used {_ago(now - b.last_used)})")
+        shown += 1
 
+    if as_json:
+        click.echo('{"removed": [', nl=False)
     report = prune_cache(
         _open(opts),
         older_than=older_than,
@@ -348,16 +357,18 @@ def prune(
         unreferenced=unreferenced,
         grace=grace,
         dry_run=dry_run,
-        on_remove=None if as_json or opts.quiet else show,
+        on_remove=show,
     )
     if as_json:
-        emit_json(report.to_json())
+        rest = report.to_json()
+        del rest["removed"]
+        click.echo(("\n]" if shown else "]") + ", " + json.dumps(rest, sort_keys=True)[1:])
         return
     if not opts.quiet:
         for p in report.swept:
             click.echo(f"{verb} {p}")
     summary = (
-        f"{verb} {len(report.removed)} blob(s), {human_size(report.removed_bytes)} "
+        f"{verb} {report.removed_count} blob(s), {human_size(report.removed_bytes)} "
         f"(frees {human_size(report.freed_bytes)}), and {len(report.swept)} stale file(s) "
         f"({human_size(report.swept_bytes)}); {human_size(report.remaining_bytes)} of blobs remain"
     )

@@ -33,6 +33,7 @@ from hybridstore.fs.locking import cannot_lock_here, held_elsewhere
 from hybridstore.fs.seal import is_sealed, seal
 from hybridstore.oci.digest import SUPPORTED_ALGORITHMS, Digest
 from hybridstore.store.cache import CACHE_HINT
+from hybridstore.store.layout_registry import REGISTRY_DIR
 
 if TYPE_CHECKING:
     from hybridstore.store.cache import BlobCache
@@ -167,7 +168,8 @@ class PruneEntry(_Json):
 class PruneReport(_Json):
     root: Path
     dry_run: bool
-    removed: tuple[PruneEntry, ...]
+    removed: tuple[PruneEntry, ...]  # empty when they were streamed to ``on_remove``
+    removed_count: int
     removed_bytes: int
     freed_bytes: int  # of removed_bytes, what no layout still links (disk space actually freed)
     kept_in_grace: int  # blobs a policy selected but the grace period protected
@@ -402,7 +404,8 @@ def _remove(path: Path) -> None:
 
 
 def _sweep(cache: BlobCache, cutoff: float, dry_run: bool) -> list[tuple[Path, int]]:
-    """Stale ingest files (unlocked, untouched for the grace period), lock files, quarantine."""
+    """Stale ingest files (unlocked, untouched for the grace period), lock files, quarantine,
+    and layout-registry temp files."""
     swept: list[tuple[Path, int]] = []
     for entry in scan_ingest(cache):
         if entry.mtime >= cutoff:
@@ -421,7 +424,12 @@ def _sweep(cache: BlobCache, cutoff: float, dry_run: bool) -> list[tuple[Path, i
         if not dry_run:
             _remove(entry.path)
         swept.append((entry.path, entry.size))
-    for directory, suffix in ((cache.locks_dir, ".lock"), (cache.quarantine_dir, "")):
+    records = cache.root / REGISTRY_DIR  # temp files of a recorder killed mid-write
+    for directory, suffix in (
+        (cache.locks_dir, ".lock"),
+        (cache.quarantine_dir, ""),
+        (records, ".tmp"),
+    ):
         for dentry, st in _files(directory):
             if not stat.S_ISREG(st.st_mode) or st.st_mtime >= cutoff:
                 continue
@@ -522,8 +530,9 @@ def prune_cache(
     recently used first until the blobs total at most ``max_size`` bytes. With
     no policy only stale ingest, lock and quarantine files are swept.
 
-    The cache is streamed (twice with ``max_size``); ``on_remove`` sees each
-    blob as it goes, so a caller can stream its output.
+    The cache is streamed (twice with ``max_size``), so memory stays flat at
+    any size: with ``on_remove`` each removed blob is handed over as it goes and
+    not kept in the report (its ``removed`` is then empty; the counts are set).
     """
     for name, value in (("older_than", older_than), ("max_size", max_size), ("grace", grace)):
         if value is not None and value < 0:
@@ -538,6 +547,7 @@ def prune_cache(
         referenced = referenced_digests(cache)
     policy = _Policy(now, older_than, unlinked, referenced, grace)
     removed: list[PruneEntry] = []
+    count = removed_bytes = freed_bytes = 0
     touched_dirs: set[Path] = set()
 
     def remove(entry: PruneEntry) -> bool:
@@ -546,8 +556,13 @@ def prune_cache(
                 return False
             _remove(entry.path)
             touched_dirs.add(entry.path.parent)
-        removed.append(entry)
-        if on_remove is not None:
+        nonlocal count, removed_bytes, freed_bytes
+        count += 1
+        removed_bytes += entry.size
+        freed_bytes += entry.size if entry.links == 1 else 0
+        if on_remove is None:
+            removed.append(entry)
+        else:
             on_remove(entry)
         return True
 
@@ -578,15 +593,15 @@ def prune_cache(
         fsync_dir(d)
     removed.sort(key=lambda b: b.last_used)  # least recently used first, as chosen
     swept = _sweep(cache, now - grace, dry_run)
-    removed_bytes = sum(b.size for b in removed)
     remaining = total - removed_bytes
     budget_met = None if max_size is None else remaining <= max_size
     return PruneReport(
         root=cache.root,
         dry_run=dry_run,
         removed=tuple(removed),
+        removed_count=count,
         removed_bytes=removed_bytes,
-        freed_bytes=sum(b.size for b in removed if b.links == 1),
+        freed_bytes=freed_bytes,
         kept_in_grace=kept if max_size is None or not budget_met else 0,
         remaining_bytes=remaining,
         max_size=max_size,
