@@ -11,7 +11,9 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.oci_builder import BuiltImage, LayoutBuilder, push_built
@@ -27,6 +29,7 @@ from hybridstore.store.cache_admin import prune_cache
 from hybridstore.store.cache_layouts import where_used
 from hybridstore.store.layout import OCILayout
 from hybridstore.store.layout_check import verify_layout
+from hybridstore.transfer.engine import CopyResult
 
 pytestmark = pytest.mark.registry
 
@@ -56,6 +59,33 @@ def _image(
 
 def _layer(built: BuiltImage, i: int = 0) -> Digest:
     return Digest.parse(built.layers[i].digest)
+
+
+@dataclass
+class Scene:
+    """One image in the registry, a cache, and layouts pulled from them under ``root``."""
+
+    root: Path
+    registry: Registry
+    cache: BlobCache
+    built: BuiltImage
+    ref: str
+
+    def pull(self, name: str, mode: str = "copy", **kw: Any) -> CopyResult:
+        into = self.root / name
+        return pull(self.ref, layout=into, cache=self.cache, link_mode=mode, transport=PLAIN, **kw)
+
+    def layer(self, i: int = 0) -> Digest:
+        return _layer(self.built, i)
+
+    def layout(self, name: str) -> OCILayout:
+        return OCILayout.open(self.root / name, cache=self.cache)
+
+
+@pytest.fixture
+def scene(tmp_path: Path, registry: Registry, oci_builder: Builder, repo_name: str) -> Scene:
+    built, ref = _image(oci_builder, registry, repo_name, "v1")
+    return Scene(tmp_path, registry, BlobCache(tmp_path / "cache"), built, ref)
 
 
 def _blob_gets(registry: Registry, since: int) -> list[str]:
@@ -127,166 +157,128 @@ def test_prune_unreferenced_spares_a_pull_in_flight(tmp_path: Path, oci_builder:
     assert cache.exists(d)
 
 
-def test_where_and_layouts(
-    tmp_path: Path,
-    registry: Registry,
-    oci_builder: Builder,
-    repo_name: str,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    cache = BlobCache(tmp_path / "cache")
-    built, ref = _image(oci_builder, registry, repo_name, "v1")
+def test_where_and_layouts(scene: Scene, capsys: pytest.CaptureFixture[str]) -> None:
     for name in ("a", "b", "dropped"):
-        pull(ref, layout=tmp_path / name, cache=cache, transport=PLAIN)
-    shutil.rmtree(tmp_path / "dropped")
+        scene.pull(name, mode="auto")
+    shutil.rmtree(scene.root / "dropped")
+    a, b, ref = scene.root / "a", scene.root / "b", scene.ref
 
-    holders = list(where_used(cache, str(_layer(built, 1))))
-    assert {(h.layout, h.ref) for h in holders} == {(tmp_path / "a", ref), (tmp_path / "b", ref)}
-    assert all(str(h.root) == built.digest for h in holders)
-    assert {h.layout for h in where_used(cache, f"oci://{ref}")} == {tmp_path / "a", tmp_path / "b"}
+    holders = list(where_used(scene.cache, str(scene.layer(1))))
+    assert {(h.layout, h.ref) for h in holders} == {(a, ref), (b, ref)}
+    assert all(str(h.root) == scene.built.digest for h in holders)
+    assert {h.layout for h in where_used(scene.cache, f"oci://{ref}")} == {a, b}
 
-    c = str(cache.root)
-    code, out, _ = _cli(capsys, "--cache", c, "cache", "where", str(_layer(built)), "--json")
-    assert code == 0
-    assert {h["layout"] for h in json.loads(out)} == {str(tmp_path / "a"), str(tmp_path / "b")}
+    c = str(scene.cache.root)
+    code, out, _ = _cli(capsys, "--cache", c, "cache", "where", str(scene.layer()), "--json")
+    assert code == 0 and {h["layout"] for h in json.loads(out)} == {str(a), str(b)}
     code, _, err = _cli(capsys, "--cache", c, "cache", "where", "sha256:" + "0" * 64)
     assert code == 4 and err.count("\n") == 1 and "no layout this cache knows" in err
 
     code, out, _ = _cli(capsys, "--cache", c, "cache", "layouts", "--json")
     listed = {e["path"]: e for e in json.loads(out)}
-    a = listed[str(tmp_path / "a")]
-    assert (a["refs"], a["state"]) == (1, "live")
-    assert listed[str(tmp_path / "dropped")]["state"] == "missing"
+    assert (listed[str(a)]["refs"], listed[str(a)]["state"]) == (1, "live")
+    assert listed[str(scene.root / "dropped")]["state"] == "missing"
     code, out, _ = _cli(capsys, "--cache", c, "cache", "layouts", "--forget-missing")
-    assert code == 0 and out.splitlines()[0].startswith(str(tmp_path))
+    assert code == 0 and out.splitlines()[0].startswith(str(scene.root))
     assert "missing" in out and "forgotten" in out
     code, out, _ = _cli(capsys, "--cache", c, "cache", "layouts")
-    assert str(tmp_path / "dropped") not in out and out.count("1 ref(s)") == 2
+    assert str(scene.root / "dropped") not in out and out.count("1 ref(s)") == 2
 
 
 # --- verified reuse --------------------------------------------------------------------------
 
 
-def test_a_changed_cache_blob_is_not_linked_silently(
-    tmp_path: Path, registry: Registry, oci_builder: Builder, repo_name: str
-) -> None:
-    cache = BlobCache(tmp_path / "cache")
-    built, ref = _image(oci_builder, registry, repo_name, "v1")
-    pull(ref, layout=tmp_path / "a", cache=cache, link_mode="copy", transport=PLAIN)
-    layer = _layer(built)
-    _tamper(cache.path(layer))
-
-    mark = registry.access_log_mark()
-    pull(ref, layout=tmp_path / "b", cache=cache, link_mode="copy", transport=PLAIN)
-    assert _blob_gets(registry, mark) == [str(layer)]  # re-hashed, set aside, fetched again
-    assert list(cache.quarantine_dir.iterdir())
-    assert verify_layout(OCILayout.open(tmp_path / "b")).ok
+def _gets_while(scene: Scene, step: Callable[[], object]) -> list[str]:
+    """The blob GETs the registry served while ``step`` ran."""
+    mark = scene.registry.access_log_mark()
+    step()
+    return _blob_gets(scene.registry, mark)
 
 
-def test_pull_verify_rehashes_what_the_seal_cannot_see(
-    tmp_path: Path, registry: Registry, oci_builder: Builder, repo_name: str
-) -> None:
-    cache = BlobCache(tmp_path / "cache")
-    built, ref = _image(oci_builder, registry, repo_name, "v1")
-    pull(ref, layout=tmp_path / "a", cache=cache, link_mode="copy", transport=PLAIN)
-    _tamper(cache.path(_layer(built)), keep_seal=True)  # bit rot keeps the metadata
-    mark = registry.access_log_mark()
-    pull(ref, layout=tmp_path / "b", cache=cache, link_mode="copy", transport=PLAIN, verify=True)
-    assert _blob_gets(registry, mark) == [str(_layer(built))]
-    assert verify_layout(OCILayout.open(tmp_path / "b")).ok
+def test_a_changed_cache_blob_is_not_linked_silently(scene: Scene) -> None:
+    scene.pull("a")
+    _tamper(scene.cache.path(scene.layer()))
+    # re-hashed (its seal is broken), set aside, fetched again
+    assert _gets_while(scene, lambda: scene.pull("b")) == [str(scene.layer())]
+    assert list(scene.cache.quarantine_dir.iterdir())
+    assert verify_layout(scene.layout("b")).ok
 
 
-def test_a_wrong_content_layout_blob_is_not_reported_present(
-    tmp_path: Path, registry: Registry, oci_builder: Builder, repo_name: str
-) -> None:
-    cache = BlobCache(tmp_path / "cache")
-    built, ref = _image(oci_builder, registry, repo_name, "v1")
-    pull(ref, layout=tmp_path / "a", cache=cache, link_mode="copy", transport=PLAIN)
-    layout = OCILayout.open(tmp_path / "a")
-    _tamper(layout.blob_path(_layer(built)))
-    again = pull(ref, layout=tmp_path / "a", cache=cache, link_mode="copy", transport=PLAIN)
-    actions = {b.digest: b.action for b in again.blobs}
-    assert actions[str(_layer(built))] == "linked"
-    assert actions[str(_layer(built, 1))] == "present"
-    assert verify_layout(layout).ok
+def test_pull_verify_rehashes_what_the_seal_cannot_see(scene: Scene) -> None:
+    scene.pull("a")
+    _tamper(scene.cache.path(scene.layer()), keep_seal=True)  # bit rot keeps the metadata
+    assert _gets_while(scene, lambda: scene.pull("b", verify=True)) == [str(scene.layer())]
+    assert verify_layout(scene.layout("b")).ok
+
+
+def test_a_wrong_content_layout_blob_is_not_reported_present(scene: Scene) -> None:
+    scene.pull("a")
+    _tamper(scene.layout("a").blob_path(scene.layer()))
+    actions = {b.digest: b.action for b in scene.pull("a").blobs}
+    assert actions[str(scene.layer())] == "linked"
+    assert actions[str(scene.layer(1))] == "present"
+    assert verify_layout(scene.layout("a")).ok
 
 
 # --- repair ----------------------------------------------------------------------------------
 
 
 def test_cache_verify_repair_reaches_hardlinked_layouts(
-    tmp_path: Path,
-    registry: Registry,
-    oci_builder: Builder,
-    repo_name: str,
-    capsys: pytest.CaptureFixture[str],
+    scene: Scene, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cache = BlobCache(tmp_path / "cache")
-    built, ref = _image(oci_builder, registry, repo_name, "v1")
     for name in ("a", "b"):
-        pull(ref, layout=tmp_path / name, cache=cache, link_mode="hardlink", transport=PLAIN)
-    layer = _layer(built)
-    _tamper(cache.path(layer), keep_seal=True)  # the one inode all three names share
-    assert not verify_layout(OCILayout.open(tmp_path / "a")).ok
+        scene.pull(name, mode="hardlink")
+    _tamper(scene.cache.path(scene.layer()), keep_seal=True)  # the inode all three names share
+    assert not verify_layout(scene.layout("a")).ok
 
-    args = ["--cache", str(cache.root), "cache", "verify", "--repair", "--plain-http"]
+    args = ["--cache", str(scene.cache.root), "cache", "verify", "--repair", "--plain-http"]
     code, out, err = _cli(capsys, *args)
     assert code == 0, out + err
     # The first layout is pulled again; the second re-links the good blob that brought.
     assert out.count("1 ref(s) pulled again") == 1 and out.count("1 blob(s) re-linked") == 1
     for name in ("a", "b"):
-        assert verify_layout(OCILayout.open(tmp_path / name)).ok
-    assert cache.exists(layer) and cache.hash_file(cache.path(layer), "sha256") == layer
+        assert verify_layout(scene.layout(name)).ok
+    assert scene.cache.hash_file(scene.cache.path(scene.layer()), "sha256") == scene.layer()
 
 
 def test_cache_verify_repair_restores_the_cache_from_a_copy_without_the_network(
-    tmp_path: Path,
-    registry: Registry,
-    oci_builder: Builder,
-    repo_name: str,
-    capsys: pytest.CaptureFixture[str],
+    scene: Scene, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cache = BlobCache(tmp_path / "cache")
-    built, ref = _image(oci_builder, registry, repo_name, "v1")
-    pull(ref, layout=tmp_path / "copied", cache=cache, link_mode="copy", transport=PLAIN)
-    pull(ref, layout=tmp_path / "linked", cache=cache, link_mode="hardlink", transport=PLAIN)
-    _tamper(cache.path(_layer(built)), keep_seal=True)
+    scene.pull("copied", mode="copy")
+    scene.pull("linked", mode="hardlink")
+    _tamper(scene.cache.path(scene.layer()), keep_seal=True)
 
-    mark = registry.access_log_mark()
-    code, out, _ = _cli(capsys, "--cache", str(cache.root), "cache", "verify", "--repair", "--json")
+    mark = scene.registry.access_log_mark()
+    args = ["--cache", str(scene.cache.root), "cache", "verify", "--repair", "--json"]
+    code, out, _ = _cli(capsys, *args)
     assert code == 0
     mends = {m["layout"]: m for m in json.loads(out)["layouts"]}
-    assert mends[str(tmp_path / "linked")]["relinked"] == [str(_layer(built))]
-    assert mends[str(tmp_path / "copied")]["relinked"] == []
-    assert registry.access_log_requests(mark) == []
+    assert mends[str(scene.root / "linked")]["relinked"] == [str(scene.layer())]
+    assert mends[str(scene.root / "copied")]["relinked"] == []
+    assert scene.registry.access_log_requests(mark) == []
     for name in ("copied", "linked"):
-        assert verify_layout(OCILayout.open(tmp_path / name)).ok
+        assert verify_layout(scene.layout(name)).ok
 
 
 def test_layout_verify_repair_from_the_cache_or_says_what_needs_a_pull(
-    tmp_path: Path,
-    registry: Registry,
-    oci_builder: Builder,
-    repo_name: str,
-    capsys: pytest.CaptureFixture[str],
+    scene: Scene, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cache = BlobCache(tmp_path / "cache")
-    built, ref = _image(oci_builder, registry, repo_name, "v1")
-    pull(ref, layout=tmp_path / "a", cache=cache, link_mode="copy", transport=PLAIN)
-    layout = OCILayout.open(tmp_path / "a")
-    os.unlink(layout.blob_path(_layer(built)))
-    _tamper(layout.blob_path(_layer(built, 1)), keep_seal=True)
-    c, d = str(cache.root), str(tmp_path / "a")
+    scene.pull("a")
+    layout = scene.layout("a")
+    os.unlink(layout.blob_path(scene.layer()))
+    _tamper(layout.blob_path(scene.layer(1)), keep_seal=True)
+    repair = ["--cache", str(scene.cache.root), "layout", "verify", "--repair"]
+    d = str(scene.root / "a")
 
-    code, out, _ = _cli(capsys, "--cache", c, "layout", "verify", "--repair", "--offline", d)
+    code, out, _ = _cli(capsys, *repair, "--offline", d)
     assert code == 0 and "2 blob(s) re-linked from the cache" in out
     assert verify_layout(layout).ok
 
-    os.unlink(layout.blob_path(_layer(built)))
-    os.unlink(cache.path(_layer(built)))
-    code, out, _ = _cli(capsys, "--cache", c, "layout", "verify", "--repair", "--offline", d)
-    assert code == 1 and f"ref {ref} needs a pull (lacks {_layer(built)})" in out, out
-    code, out, _ = _cli(capsys, "--cache", c, "layout", "verify", "--repair", "--plain-http", d)
+    os.unlink(layout.blob_path(scene.layer()))
+    os.unlink(scene.cache.path(scene.layer()))
+    code, out, _ = _cli(capsys, *repair, "--offline", d)
+    assert code == 1 and f"ref {scene.ref} needs a pull (lacks {scene.layer()})" in out, out
+    code, out, _ = _cli(capsys, *repair, "--plain-http", d)
     assert code == 0 and "1 ref(s) pulled again" in out
 
 
@@ -294,59 +286,46 @@ def test_layout_verify_repair_from_the_cache_or_says_what_needs_a_pull(
 
 
 def test_pull_offline_from_a_known_layout_and_from_the_cache(
-    tmp_path: Path,
-    registry: Registry,
-    oci_builder: Builder,
-    repo_name: str,
-    capsys: pytest.CaptureFixture[str],
+    scene: Scene, repo_name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cache = BlobCache(tmp_path / "cache")
-    built, ref = _image(oci_builder, registry, repo_name, "v1")
-    pull(ref, layout=tmp_path / "a", cache=cache, transport=PLAIN)
-    mark = registry.access_log_mark()
-    c = str(cache.root)
+    scene.pull("a", mode="auto")
+    root, ref = scene.root, scene.ref
+    mark = scene.registry.access_log_mark()
+    offline = ["--cache", str(scene.cache.root), "pull", "--offline", "--layout"]
 
-    offline = ["--cache", c, "pull", "--offline", "--layout"]
-    code, out, _ = _cli(capsys, *offline, str(tmp_path / "b"), ref)
-    assert code == 0 and f"resolved offline from layout {tmp_path / 'a'} (last used " in out
-    pinned = f"{registry.host_port}/{repo_name}@{built.digest}"
-    result = pull(pinned, layout=tmp_path / "c", cache=cache, offline=True)
-    assert result.digest == built.digest and result.resolved_from == ""
-    assert registry.access_log_requests(mark) == []
+    code, out, _ = _cli(capsys, *offline, str(root / "b"), ref)
+    assert code == 0 and f"resolved offline from layout {root / 'a'} (last used " in out
+    pinned = f"{scene.registry.host_port}/{repo_name}@{scene.built.digest}"
+    result = pull(pinned, layout=root / "c", cache=scene.cache, offline=True)
+    assert result.digest == scene.built.digest and result.resolved_from == ""
+    assert scene.registry.access_log_requests(mark) == []
     for name in ("b", "c"):
-        assert verify_layout(OCILayout.open(tmp_path / name)).ok
+        assert verify_layout(scene.layout(name)).ok
 
-    unknown = f"{registry.host_port}/{repo_name}:never-pulled"
-    code, _, err = _cli(capsys, *offline, str(tmp_path / "d"), unknown)
+    unknown = f"{scene.registry.host_port}/{repo_name}:never-pulled"
+    code, _, err = _cli(capsys, *offline, str(root / "d"), unknown)
     assert code == 4 and err.count("\n") == 1 and "no layout this cache knows holds" in err
-    assert not (tmp_path / "d").exists()
+    assert not (root / "d").exists()
 
-    os.unlink(cache.path(_layer(built)))
-    os.unlink(OCILayout.open(tmp_path / "a").blob_path(_layer(built)))
+    os.unlink(scene.cache.path(scene.layer()))
+    os.unlink(scene.layout("a").blob_path(scene.layer()))
     for name in ("b", "c"):
-        shutil.rmtree(tmp_path / name)
-    code, _, err = _cli(capsys, *offline, str(tmp_path / "e"), ref)
-    assert code == 4 and str(_layer(built)) in err and not (tmp_path / "e").exists()
+        shutil.rmtree(root / name)
+    code, _, err = _cli(capsys, *offline, str(root / "e"), ref)
+    assert code == 4 and str(scene.layer()) in err and not (root / "e").exists()
 
 
-def test_pull_offline_loads_no_network_code(
-    tmp_path: Path, registry: Registry, oci_builder: Builder, repo_name: str
-) -> None:
-    cache = BlobCache(tmp_path / "cache")
-    _, ref = _image(oci_builder, registry, repo_name, "v1")
-    pull(ref, layout=tmp_path / "a", cache=cache, transport=PLAIN)
+def test_pull_offline_loads_no_network_code(scene: Scene) -> None:
+    scene.pull("a", mode="auto")
+    argv = ["--cache", str(scene.cache.root), "pull", "--offline"]
+    argv += ["--layout", str(scene.root / "b"), scene.ref]
     probe = (
         "import sys\n"
         "from hybridstore.cli import main\n"
-        "code = None\n"
-        "try:\n"
-        f"    main(['--cache', {str(cache.root)!r}, 'pull', '--offline', '--layout', "
-        f"{str(tmp_path / 'b')!r}, {ref!r}])\n"
-        "except SystemExit as e:\n"
-        "    code = e.code\n"
+        f"code = main({argv!r})\n"
         "net = [m for m in ('socket', 'ssl', 'http.client') if m in sys.modules]\n"
         "print(code, net, [m for m in sys.modules if m.startswith('hybridstore.remote')])\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.stdout.splitlines()[-1] == "None [] []", done.stdout + done.stderr
-    assert verify_layout(OCILayout.open(tmp_path / "b")).ok
+    assert verify_layout(scene.layout("b")).ok
