@@ -12,7 +12,10 @@ Each command then runs in its own process under GNU ``time`` (peak RSS is its
 measured too). Results go to ``benchmarks/results/cache_admin_scale.md``.
 
     .venv/bin/python benchmarks/cache_admin_scale.py [--blobs 1000000] [--layouts 10000]
-        [--blob-size 256] [--dir DIR] [--keep]
+        [--blob-size 256] [--dir DIR] [--keep | --reuse ROOT]
+
+Generating a million files takes minutes (use a tmpfs: ``--dir /dev/shm``);
+``--keep`` leaves the tree for ``--reuse`` runs, which only measure.
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ def generate(root: Path, blobs: int, layouts: int, size: int) -> tuple[Path, str
         )
         registry.record(lay)
         probe = f"sha256:{layer}"
+    (root / "probe").write_text(probe)
     return cache, probe
 
 
@@ -120,12 +124,16 @@ def main() -> None:
     ap.add_argument("--blob-size", type=int, default=256)
     ap.add_argument("--dir", type=Path, default=None)
     ap.add_argument("--keep", action="store_true", help="Keep the generated cache.")
+    ap.add_argument("--reuse", type=Path, default=None, help="Measure a kept tree again.")
     ap.add_argument("--out", type=Path, default=RESULTS)
     opts = ap.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="hs-admin-scale-", dir=opts.dir))
+    root = opts.reuse or Path(tempfile.mkdtemp(prefix="hs-admin-scale-", dir=opts.dir))
     try:
         started = time.monotonic()
-        cache, probe = generate(root, opts.blobs, opts.layouts, opts.blob_size)
+        if opts.reuse:
+            cache, probe = root / "cache", (root / "probe").read_text()
+        else:
+            cache, probe = generate(root, opts.blobs, opts.layouts, opts.blob_size)
         made = time.monotonic() - started
         rows = [
             ("cache info --json", ["cache", "info", "--json"]),
@@ -148,7 +156,7 @@ def main() -> None:
             f"`{' '.join(['benchmarks/cache_admin_scale.py', *sys.argv[1:]])}` on "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {opts.blobs} blobs of "
             f"{opts.blob_size} bytes, {opts.layouts} known layouts (one image each, hard "
-            f"links), generated in {made:.0f} s. One process per command, `--json` to "
+            f"links), generated in {made:.0f} s (0: reused). One process per command, `--json` to "
             "/dev/null; peak RSS is GNU time's `%M`.",
             "",
             "| command | wall | peak RSS | exit |",
@@ -162,7 +170,7 @@ def main() -> None:
         opts.out.write_text("\n".join(lines) + "\n")
         print(f"wrote {opts.out}")
     finally:
-        if opts.keep:
+        if opts.keep or opts.reuse:
             print(f"kept {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)

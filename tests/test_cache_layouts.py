@@ -29,6 +29,7 @@ from hybridstore.store.cache_admin import prune_cache
 from hybridstore.store.cache_layouts import where_used
 from hybridstore.store.layout import OCILayout
 from hybridstore.store.layout_check import verify_layout
+from hybridstore.store.layout_registry import REGISTRY_DIR, LayoutRegistry
 from hybridstore.transfer.engine import CopyResult
 
 pytestmark = pytest.mark.registry
@@ -183,6 +184,14 @@ def test_where_and_layouts(scene: Scene, capsys: pytest.CaptureFixture[str]) -> 
     assert "missing" in out and "forgotten" in out
     code, out, _ = _cli(capsys, "--cache", c, "cache", "layouts")
     assert str(scene.root / "dropped") not in out and out.count("1 ref(s)") == 2
+
+
+def test_a_pull_that_links_nothing_still_records_the_layout(scene: Scene) -> None:
+    scene.pull("a")
+    shutil.rmtree(scene.cache.root / REGISTRY_DIR)  # as an older hybridstore left it
+    again = scene.pull("a")
+    assert {b.action for b in again.blobs} == {"present"}
+    assert [k.path for k in LayoutRegistry(scene.cache.root)] == [scene.root / "a"]
 
 
 # --- verified reuse --------------------------------------------------------------------------

@@ -114,7 +114,7 @@ _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.
 
 @click.group("cache")
 def cache() -> None:
-    """Inspect, verify and prune the shared blob cache.
+    """Inspect, verify and prune the shared blob cache; see the layouts it knows.
 
     The cache is --cache DIR, else $HYBRIDSTORE_CACHE_DIR, else
     $XDG_CACHE_HOME/hybridstore, else ~/.cache/hybridstore.

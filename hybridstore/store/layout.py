@@ -525,8 +525,7 @@ class OCILayout:
         alg, enc = digest.path_components()
         if alg not in self._alg_dirs:
             self._blob_root(alg)
-        if self._unrecorded:
-            self._record()
+        self.record_use()
         dst = Path(f"{self._blobs}/{alg}/{enc}")
         mode = self.linker.materialize(src, dst)  # a free name (the usual case): no lstat first
         if mode is not None:
@@ -540,9 +539,13 @@ class OCILayout:
                 os.unlink(dst)
         return self.linker.materialize(src, dst)
 
-    def _record(self) -> None:
-        """Record this layout in its cache's layout registry (once per object). A cache
-        that cannot take the record only warns: the layout itself is complete."""
+    def record_use(self) -> None:
+        """Record this layout in its cache's layout registry, once per object: on the
+        first blob linked, and when a pull names content that was all present already
+        (so its "last used" moves). A cache that cannot take the record only warns:
+        the layout itself is complete."""
+        if not self._unrecorded:
+            return
         self._unrecorded = False
         try:
             LayoutRegistry(self.cache.root).record(self.root)

@@ -238,6 +238,7 @@ class LayoutDestination:
     ) -> BlobOutcome:
         outcome = self.put_document(desc, raw, doc, src)
         self.cache.sync()  # the graph's cache entries are durable before index.json names it
+        self.layout.record_use()  # also when every blob was present: "last used" moves
         self.layout.tag(desc, self.ref_name)
         return outcome
 
