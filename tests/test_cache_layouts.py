@@ -34,6 +34,7 @@ from hybridstore.transfer.engine import CopyResult
 
 pytestmark = pytest.mark.registry
 
+HYBRIDSTORE = [sys.executable, "-m", "hybridstore.cli"]
 PLAIN = TransportOptions(plain_http=True, retry_base=0.01, retry_cap=0.5)
 Builder = Callable[..., LayoutBuilder]
 
@@ -184,6 +185,18 @@ def test_where_and_layouts(scene: Scene, capsys: pytest.CaptureFixture[str]) -> 
     assert "missing" in out and "forgotten" in out
     code, out, _ = _cli(capsys, "--cache", c, "cache", "layouts")
     assert str(scene.root / "dropped") not in out and out.count("1 ref(s)") == 2
+
+
+def test_concurrent_pulls_each_record_their_layout(
+    scene: Scene, capsys: pytest.CaptureFixture[str]
+) -> None:
+    c = str(scene.cache.root)
+    argv = [*HYBRIDSTORE, "--quiet", "--cache", c, "pull", "--plain-http", "--layout"]
+    procs = [subprocess.Popen([*argv, str(scene.root / f"p{i}"), scene.ref]) for i in range(6)]
+    assert [p.wait() for p in procs] == [0] * 6
+    code, out, _ = _cli(capsys, "--cache", c, "cache", "layouts", "--json")
+    listed = {e["path"]: (e["state"], e["refs"]) for e in json.loads(out)}
+    assert listed == {str(scene.root / f"p{i}"): ("live", 1) for i in range(6)}
 
 
 def test_a_pull_that_links_nothing_still_records_the_layout(scene: Scene) -> None:
