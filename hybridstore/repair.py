@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hybridstore.errors import HybridstoreError, InvalidReferenceError, NotFoundError
+from hybridstore.errors import HybridstoreError, NotFoundError
 from hybridstore.oci.digest import Digest
 from hybridstore.oci.model import Descriptor, Index
 from hybridstore.oci.reference import Reference
@@ -83,7 +83,7 @@ class Mend:
             "layout": str(self.layout),
             "relinked": self.relinked,
             "repulled": self.repulled,
-            "needsPull": self.needs_pull,
+            "needs_pull": self.needs_pull,
             "ok": self.ok,
         }
 
@@ -118,22 +118,27 @@ def _platforms(layout: OCILayout, root: Descriptor, wanted: set[Digest]) -> list
     )
 
 
-def _repull(
+def _repulled(
     layout: OCILayout, name: str, root: Descriptor, lost: set[Digest], net: Network
-) -> None:
+) -> bool:
+    """Pull ``name`` again, pinned to the digest the layout records; whether it worked
+    (a bare tag names no registry; the registry may be unreachable)."""
     from hybridstore.pull import pull
 
-    ref = Reference.parse(name).with_digest(root.digest)  # exactly what the layout records
-    platforms = _platforms(layout, root, lost)
-    pull(
-        str(ref),
-        layout=layout,
-        cache=layout.cache,
-        ref_name=name,
-        platforms=platforms,
-        transport=net.transport,
-        credential=net.credential,
-    )
+    try:
+        ref = Reference.parse(name).with_digest(root.digest)
+        pull(
+            str(ref),
+            layout=layout,
+            ref_name=name,
+            platforms=_platforms(layout, root, lost),
+            transport=net.transport,
+            credential=net.credential,
+        )
+    except HybridstoreError as e:
+        log.info("cannot pull %s again into %s: %s", name, layout.root, e)
+        return False
+    return True
 
 
 def mend_layout(layout: OCILayout, damaged: Iterable[Descriptor], network: Network | None) -> Mend:
@@ -152,15 +157,10 @@ def mend_layout(layout: OCILayout, damaged: Iterable[Descriptor], network: Netwo
     if not lost:
         return mend
     for name, (root, hit) in _refs_reaching(layout, set(lost)).items():
-        try:
-            if network is None:
-                raise NotFoundError("offline")
-            _repull(layout, name, root, hit, network)
-        except (HybridstoreError, InvalidReferenceError) as e:
-            log.info("cannot pull %s again into %s: %s", name, layout.root, e)
+        if network is not None and _repulled(layout, name, root, hit, network):
+            mend.repulled.append(name)
+        else:
             mend.needs_pull[name] = sorted(str(d) for d in hit)
-            continue
-        mend.repulled.append(name)
     return mend
 
 

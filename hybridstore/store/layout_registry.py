@@ -58,7 +58,7 @@ class KnownLayout:
         return self.state == "live"
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": str(self.path), "lastUsed": self.last_used, "state": self.state}
+        return {"path": str(self.path), "last_used": self.last_used, "state": self.state}
 
 
 class LayoutRegistry:
