@@ -156,11 +156,12 @@ def main() -> None:
             f"`{' '.join(['benchmarks/cache_admin_scale.py', *sys.argv[1:]])}` on "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {opts.blobs} blobs of "
             f"{opts.blob_size} bytes, {opts.layouts} known layouts (one image each, hard "
-            f"links), generated in {made:.0f} s (0: reused). One process per command, `--json` to "
+            f"links), {'reused' if opts.reuse else f'generated in {made:.0f} s'}. "
+            "One process per command, `--json` to "
             "/dev/null; peak RSS is GNU time's `%M`.",
             "",
             "| command | wall | peak RSS | exit |",
-            "|---|---:|---:|---:|",
+            "| --- | ---: | ---: | ---: |",
         ]
         for label, args in rows:
             wall, rss, code = measure(cache, args)

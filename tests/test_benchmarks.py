@@ -147,3 +147,18 @@ def test_mirror_benchmark_runs_and_the_second_wave_costs_the_upstream_nothing(
     assert "| ratio mirror / direct |" in text
     assert "| 1 cache, then 3 at once, cold mirror: upstream blob GETs | 66 (blobs: 33) |" in text
     assert_tables_are_rectangular(text)
+
+
+def test_cache_admin_scale_runs_every_command(tmp_path: Path) -> None:
+    """At a tiny scale: every row is measured and every command succeeds on the tree."""
+    require_binary("/usr/bin/time")
+    out = tmp_path / "scale.md"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "cache_admin_scale.py"), "--blobs", "60",
+         "--layouts", "5", "--dir", str(tmp_path), "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| `cache")]
+    assert len(rows) == 7 and all(row.endswith("| 0 |") for row in rows), rows
+    assert_tables_are_rectangular(out.read_text())
