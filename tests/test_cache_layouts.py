@@ -282,6 +282,33 @@ def test_cache_verify_repair_restores_the_cache_from_a_copy_without_the_network(
         assert verify_layout(scene.layout(name)).ok
 
 
+def test_a_corrupt_blob_is_repaired_end_to_end_in_every_link_mode(
+    mode_root: tuple[str, Path],
+    registry: Registry,
+    oci_builder: Builder,
+    repo_name: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    mode, root = mode_root
+    cache = BlobCache(root / "cache")
+    built, ref = _image(oci_builder, registry, repo_name, "v1")
+    pull(ref, layout=root / "l", cache=cache, link_mode=mode, transport=PLAIN)
+    layer = _layer(built)
+    _tamper(cache.path(layer), keep_seal=True)  # reflinks and copies keep their own bytes
+
+    mark = registry.access_log_mark()
+    args = ["--cache", str(cache.root), "cache", "verify", "--repair", "--plain-http", "--json"]
+    code, out, _ = _cli(capsys, *args)
+    assert code == 0
+    report = json.loads(out)
+    assert [b["digest"] for b in report["corrupt"]] == [str(layer)]
+    [mend] = report["layouts"]
+    assert mend["repulled"] == ([ref] if mode == "hardlink" else [])  # else: from the layout
+    assert _blob_gets(registry, mark) == ([str(layer)] if mode == "hardlink" else [])
+    assert verify_layout(OCILayout.open(root / "l")).ok
+    assert cache.hash_file(cache.path(layer), "sha256") == layer
+
+
 def test_layout_verify_repair_from_the_cache_or_says_what_needs_a_pull(
     scene: Scene, capsys: pytest.CaptureFixture[str]
 ) -> None:
