@@ -94,14 +94,19 @@ class _Jsonable(Protocol):
     def to_json(self) -> dict[str, Any]: ...
 
 
+def _echo_item(item: _Jsonable, index: int) -> None:
+    """Print one element of a JSON list being streamed (after the ``[``)."""
+    text = json.dumps(item.to_json(), sort_keys=True)
+    click.echo(("\n  " if index == 0 else ",\n  ") + text, nl=False)
+
+
 def _stream_json(items: Iterable[_Jsonable]) -> int:
     """Print a JSON list one item at a time (flat memory for any count); the count."""
     n = 0
-    for item in items:
-        text = json.dumps(item.to_json(), sort_keys=True)
-        click.echo(("[\n  " if n == 0 else ",\n  ") + text, nl=False)
-        n += 1
-    click.echo("[]" if n == 0 else "\n]")
+    click.echo("[", nl=False)
+    for n, item in enumerate(items, 1):
+        _echo_item(item, n - 1)
+    click.echo("\n]" if n else "]")
     return n
 
 
@@ -341,8 +346,7 @@ def prune(
     def show(b: PruneEntry) -> None:
         nonlocal shown
         if as_json:  # streamed: the list is never held in memory
-            text = json.dumps(b.to_json(), sort_keys=True)
-            click.echo(("\n  " if shown == 0 else ",\n  ") + text, nl=False)
+            _echo_item(b, shown)
         elif not opts.quiet:
             click.echo(f"{verb} {b.digest} ({human_size(b.size)}, used {_ago(now - b.last_used)})")
         shown += 1
