@@ -97,7 +97,11 @@ class LayoutRegistry:
         return False
 
     def record(self, layout_root: Path) -> None:
-        """Note that a command links into the layout at ``layout_root`` (made absolute)."""
+        """Note that a command links into the layout at ``layout_root`` (made absolute).
+        Nothing is written where the cache itself does not exist (yet): it holds nothing
+        of the layout's to find or to keep."""
+        if not self.directory.parent.is_dir():
+            return
         path = Path(os.path.realpath(layout_root))
         st = os.stat(path)
         data = json.dumps(
