@@ -129,14 +129,20 @@ class LayoutDestination:
     ``partial=False`` (a layout about to become an archive) takes whole indexes,
     as a registry does. A ``SchedulingDestination``: ``put_local`` places a blob
     this machine already has, ``try_put_blob`` defers one another process is
-    fetching (see ``engine.copy_graph``)."""
+    fetching (see ``engine.copy_graph``).
 
-    def __init__(self, layout: OCILayout, ref_name: str, *, partial: bool = True) -> None:
+    ``tag_root=False`` leaves the naming to the caller: ``sync`` tags all its refs
+    in one ``index.json`` transaction once every graph is in place."""
+
+    def __init__(
+        self, layout: OCILayout, ref_name: str, *, partial: bool = True, tag_root: bool = True
+    ) -> None:
         self.layout = layout
         self.cache = layout.cache  # the one the layout links from, so ingest and link agree
         self.ref_name = ref_name
         self.keeps_partial_index = partial
         """False for a layout that will be exported: like a registry, it gets whole indexes."""
+        self.tag_root = tag_root
 
     @property
     def name(self) -> str:
@@ -227,7 +233,8 @@ class LayoutDestination:
     ) -> BlobOutcome:
         outcome = self.put_document(desc, raw, doc, src)
         self.cache.sync()  # the graph's cache entries are durable before index.json names it
-        self.layout.tag(desc, self.ref_name)
+        if self.tag_root:
+            self.layout.tag(desc, self.ref_name)
         return outcome
 
     def _record_referrer(self, subject: Digest, referrer: Descriptor) -> None:
