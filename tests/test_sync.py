@@ -290,3 +290,119 @@ def test_a_missing_ref_fails_with_its_line_and_leaves_nothing(
     assert proc.stderr.startswith("hybridstore: error: hybridstore.yaml:3:5: ")
     assert f"{registry.host_port}/no/such:1" in proc.stderr and "Traceback" not in proc.stderr
     assert sorted(p.name for p in root.iterdir()) == ["hybridstore.lock.lock", "hybridstore.yaml"]
+
+
+def test_two_syncs_of_one_project_take_turns_the_second_waiting_visibly(
+    sample_project: Callable[[str], Path], tmp_cache: Path
+) -> None:
+    root = sample_project("project").parent
+    held = FileLock(root / "hybridstore.lock.lock")
+    assert held.try_acquire()
+    env = {**os.environ, "HYBRIDSTORE_CACHE_DIR": str(tmp_cache)}
+    proc = subprocess.Popen(
+        [*HYBRIDSTORE, "sync", "--plain-http"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        first_line = proc.stderr.readline()  # blocks until the waiting message
+        assert "waiting for another sync" in first_line
+        assert not (root / "hybridstore.lock").exists() and not (root / "oci").exists()
+    finally:
+        held.release()
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert (root / "hybridstore.lock").exists()
+
+
+def test_two_projects_syncing_at_once_fetch_each_blob_once(
+    tmp_path: Path, registry: Registry, repo_name: str, tmp_cache: Path
+) -> None:
+    image = LayoutBuilder(tmp_path / "src", seed="shared").image("x", layers=6, file_size=200_000)
+    push_built(image, registry, f"{repo_name}:1")
+    ref = f"{registry.host_port}/{repo_name}:1"
+    roots = [write_project(tmp_path / f"p{i}", {"refs": [ref]}).parent for i in range(2)]
+    env = {**os.environ, "HYBRIDSTORE_CACHE_DIR": str(tmp_cache)}
+    mark = registry.access_log_mark()
+    procs = [
+        subprocess.Popen([*HYBRIDSTORE, "-q", "sync", "--plain-http"], cwd=r, env=env)
+        for r in roots
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    gets = blob_gets(registry, mark)
+    assert sorted(gets) == sorted(set(gets)) and set(gets) == set(image.blobs) - {image.digest}
+    assert ref_names(roots[0] / "oci") == ref_names(roots[1] / "oci") == {ref: image.digest}
+
+
+def test_helm_dependencies_are_written_byte_identical_through_the_cache(
+    tmp_path: Path,
+    registry: Registry,
+    registry_content: SampleContent,
+    repo_name: str,
+    tmp_cache: Path,
+) -> None:
+    plus = LayoutBuilder(tmp_path / "src", seed="plus").helm_chart(
+        name="plus-chart", version="0.2.0+build.1"
+    )
+    push_built(plus, registry, f"{repo_name}/plus-chart:0.2.0_build.1")  # Helm's tag rule
+    host = registry.host_port
+
+    def project(name: str) -> Path:
+        chart = tmp_path / name / "deploy" / "app"
+        chart.mkdir(parents=True)
+        (chart / "Chart.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v2",
+                    "name": "app",
+                    "version": "1.0.0",
+                    "dependencies": [
+                        {
+                            "name": "demo-chart",
+                            "version": "0.1.0",
+                            "repository": f"oci://{host}/sample/charts",
+                        },
+                        {
+                            "name": "plus-chart",
+                            "version": "0.2.0+build.1",
+                            "repository": f"oci://{host}/{repo_name}",
+                        },
+                        {
+                            "name": "redis",
+                            "version": "17.0.0",
+                            "repository": "https://charts.example.com",
+                        },
+                    ],
+                }
+            )
+        )
+        return write_project(tmp_path / name, {"helm": ["deploy/app"]})
+
+    first = project("first")
+    result = sync(first, transport=PLAIN)
+    charts = first.parent / "deploy" / "app" / "charts"
+    demo_layer = registry_content.chart.built.layers[0]
+    assert (charts / "demo-chart-0.1.0.tgz").read_bytes() == demo_layer.data
+    assert (charts / "plus-chart-0.2.0+build.1.tgz").read_bytes() == plus.layers[0].data
+    assert sorted(p.name for p in charts.iterdir()) == [
+        "demo-chart-0.1.0.tgz",
+        "plus-chart-0.2.0+build.1.tgz",
+    ]
+    assert result.left_to_helm == ["deploy/app: redis 17.0.0 from https://charts.example.com"]
+    lock = yaml.safe_load((first.parent / "hybridstore.lock").read_text())
+    assert {c["archive"]["digest"] for c in lock["charts"]} == {
+        demo_layer.digest,
+        plus.layers[0].digest,
+    }
+
+    mark = registry.access_log_mark()
+    second = project("second")
+    sync(second, transport=PLAIN)
+    assert blob_gets(registry, mark) == []  # the second project transfers no blob
+    assert (
+        second.parent / "deploy/app/charts/demo-chart-0.1.0.tgz"
+    ).read_bytes() == demo_layer.data
