@@ -406,3 +406,17 @@ def test_helm_dependencies_are_written_byte_identical_through_the_cache(
     assert (
         second.parent / "deploy/app/charts/demo-chart-0.1.0.tgz"
     ).read_bytes() == demo_layer.data
+
+
+def test_the_sync_example_project_runs(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parent.parent / "examples" / "sync_project.sh"
+    env = dict(os.environ, HYBRIDSTORE=f"{sys.executable} -m hybridstore.cli", TMPDIR=str(tmp_path))
+    env.pop("HYBRIDSTORE_CACHE_DIR", None)
+    done = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "second sync transferred 0 bytes" in done.stdout
+    assert "offline checkout matches" in done.stdout
+    assert "sync --locked exits 8" in done.stdout
+    assert "web-2.1.0+build.7.tgz" in done.stdout

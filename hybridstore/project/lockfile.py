@@ -103,13 +103,17 @@ class Lock:
     charts: dict[tuple[str, str, str, str], LockedChart] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
-        doc = {
-            "version": LOCK_VERSION,
-            "refs": [self.refs[k].to_json() for k in sorted(self.refs)],
-            "charts": [self.charts[k].to_json() for k in sorted(self.charts)],
-        }
-        body = yaml.safe_dump(
-            doc, sort_keys=True, default_flow_style=False, allow_unicode=True, width=10_000
+        """The file's bytes: ``version`` first, then ``refs`` and ``charts``, each sorted."""
+        sections = [
+            {"version": LOCK_VERSION},
+            {"refs": [self.refs[k].to_json() for k in sorted(self.refs)]},
+            {"charts": [self.charts[k].to_json() for k in sorted(self.charts)]},
+        ]
+        body = "".join(
+            yaml.safe_dump(
+                s, sort_keys=True, default_flow_style=False, allow_unicode=True, width=10_000
+            )
+            for s in sections
         )
         return (_HEADER + body).encode()
 
