@@ -252,17 +252,31 @@ def _goals(table: Table, wls: Mapping[str, Workload]) -> list[str]:
                 worst <= 64,
             )
         )
-    one = table.median("concurrent", "hybridstore-x1-cold")
-    eight = table.get("concurrent", "hybridstore-x8-cold")
-    if one is not None and eight is not None and eight.stats is not None:
-        r = eight.stats.median / one
-        goals.append(("8 concurrent cold pulls vs one", _x(r), "<= 1.5x", r <= 1.5))
-        want = wls["concurrent"].unique_blob_endpoints
-        got = max(c.blob_gets for c in eight.requests)
-        goals.append(
-            ("8 concurrent: blob GETs per run (max)", str(got), f"== {want} blobs", got == want)
-        )
+    goals += _concurrency_goals(table, wls, "concurrent", "hybridstore", "pulls")
     return _goal_table("Goals of issue 8", goals)
+
+
+def _concurrency_goals(
+    table: Table, wls: Mapping[str, Workload], workload: str, prefix: str, what: str
+) -> list[tuple[str, str, str, bool | None]]:
+    """8 processes at once against one (``PREFIX-x1-cold``, ``PREFIX-x8-cold``): at most
+    1.5x the time, and each blob fetched once."""
+    one = table.median(workload, f"{prefix}-x1-cold")
+    eight = table.get(workload, f"{prefix}-x8-cold")
+    if one is None or eight is None or eight.stats is None:
+        return []
+    r = eight.stats.median / one
+    want = wls[workload].unique_blob_endpoints
+    got = max(c.blob_gets for c in eight.requests)
+    return [
+        (f"8 concurrent cold {what} vs one", _x(r), "<= 1.5x", r <= 1.5),
+        (
+            f"8 concurrent {what}: blob GETs per run (max)",
+            str(got),
+            f"== {want} blobs",
+            got == want,
+        ),
+    ]
 
 
 def _sync_goals(table: Table, wls: Mapping[str, Workload]) -> list[str]:
@@ -288,16 +302,7 @@ def _sync_goals(table: Table, wls: Mapping[str, Workload]) -> list[str]:
                 offline <= 0.25,
             )
         )
-    one = table.median("sync-concurrent", "hybridstore-sync-x1-cold")
-    eight = table.get("sync-concurrent", "hybridstore-sync-x8-cold")
-    if one is not None and eight is not None and eight.stats is not None:
-        r = eight.stats.median / one
-        goals.append(("8 concurrent syncs of many vs one", _x(r), "<= 1.5x", r <= 1.5))
-        want = wls["sync-concurrent"].unique_blob_endpoints
-        got = max(c.blob_gets for c in eight.requests)
-        goals.append(
-            ("8 concurrent syncs: blob GETs per run (max)", str(got), f"== {want}", got == want)
-        )
+    goals += _concurrency_goals(table, wls, "sync-concurrent", "hybridstore-sync", "syncs")
     return _goal_table("Goals of issue 18 (sync)", goals)
 
 

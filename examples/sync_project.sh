@@ -21,30 +21,12 @@ hs() { $HYBRIDSTORE "$@"; }
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sync-project.XXXXXX")
-REGISTRY_PID=""
-stop_registry() {
-    if [ -n "$REGISTRY_PID" ]; then kill "$REGISTRY_PID" 2>/dev/null || true; wait "$REGISTRY_PID" 2>/dev/null || true; fi
-    REGISTRY_PID=""
-}
+# shellcheck source=local_registry.sh
+source "$(dirname "$0")/local_registry.sh"
 cleanup() { stop_registry; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-# -- a local registry ------------------------------------------------------------------------
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-REGISTRY=127.0.0.1:$PORT
-cat > "$WORK/registry.yml" <<YML
-version: 0.1
-log: {level: error}
-storage: {filesystem: {rootdirectory: $WORK/registry-data}}
-http: {addr: $REGISTRY}
-YML
-docker-registry serve "$WORK/registry.yml" > "$WORK/registry.log" 2>&1 &
-REGISTRY_PID=$!
-for _ in $(seq 100); do
-    python3 -c "import urllib.request; urllib.request.urlopen('http://$REGISTRY/v2/')" 2>/dev/null && break
-    sleep 0.1
-done
-echo "registry: http://$REGISTRY"
+start_registry "$WORK"
 
 # -- publish three charts and two images ------------------------------------------------------
 python3 "$HERE/make_project_content.py" "$WORK/publish" | while read -r name; do

@@ -19,7 +19,22 @@ from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import Descriptor
 from hybridstore.transfer.engine import BlobOutcome, Progress
 
-__all__ = ["pull"]
+__all__ = ["RichProgress", "link_mode_option", "max_manifest_size_option", "pull"]
+
+# Options of the commands that fill layouts from registries (pull, sync).
+link_mode_option = click.option(
+    "--link-mode",
+    type=click.Choice(["auto", "reflink", "hardlink", "copy"]),
+    envvar="HYBRIDSTORE_LINK_MODE",
+    help="How blobs enter the layout [env HYBRIDSTORE_LINK_MODE; default auto].",
+)
+max_manifest_size_option = click.option(
+    "--max-manifest-size",
+    default=MAX_DOCUMENT_BYTES,
+    show_default=True,
+    type=click.IntRange(MAX_DOCUMENT_BYTES),
+    help="Largest manifest accepted, in bytes.",
+)
 
 
 class RichProgress(Progress):
@@ -83,12 +98,7 @@ class RichProgress(Progress):
 @click.option("--all-platforms", is_flag=True, help="Pull every manifest of an index.")
 @concurrency_option
 @click.option("--ref-name", help="Name to record in index.json (default: the full reference).")
-@click.option(
-    "--link-mode",
-    type=click.Choice(["auto", "reflink", "hardlink", "copy"]),
-    envvar="HYBRIDSTORE_LINK_MODE",
-    help="How blobs enter the layout [env HYBRIDSTORE_LINK_MODE].",
-)
+@link_mode_option
 @click.option(
     "--include-nondistributable",
     is_flag=True,
@@ -106,13 +116,7 @@ class RichProgress(Progress):
     metavar="ARTIFACT_TYPE",
     help="With --include-referrers: only these artifact types (repeatable).",
 )
-@click.option(
-    "--max-manifest-size",
-    default=MAX_DOCUMENT_BYTES,
-    show_default=True,
-    type=click.IntRange(MAX_DOCUMENT_BYTES),
-    help="Largest manifest accepted, in bytes.",
-)
+@max_manifest_size_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @registry_options
 @mirror_options

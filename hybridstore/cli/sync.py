@@ -8,9 +8,8 @@ from typing import Any
 import click
 
 from hybridstore.cli.common import GlobalOptions, concurrency_option, emit_json, pass_options
-from hybridstore.cli.pull import RichProgress
+from hybridstore.cli.pull import RichProgress, link_mode_option, max_manifest_size_option
 from hybridstore.cli.remote_options import credential_from, registry_options, transport_from
-from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 
 __all__ = ["sync"]
 
@@ -41,20 +40,8 @@ __all__ = ["sync"]
 )
 @click.option("--dry-run", is_flag=True, help="Print the plan; no network, nothing written.")
 @concurrency_option
-@click.option(
-    "--link-mode",
-    type=click.Choice(["auto", "reflink", "hardlink", "copy"]),
-    envvar="HYBRIDSTORE_LINK_MODE",
-    help="How blobs enter the layouts [env HYBRIDSTORE_LINK_MODE; default: the file's "
-    "link-mode, else auto].",
-)
-@click.option(
-    "--max-manifest-size",
-    default=MAX_DOCUMENT_BYTES,
-    show_default=True,
-    type=click.IntRange(MAX_DOCUMENT_BYTES),
-    help="Largest manifest accepted, in bytes.",
-)
+@link_mode_option
+@max_manifest_size_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @registry_options
 @pass_options
