@@ -31,7 +31,8 @@ from hybridstore.errors import ConflictError, HybridstoreError, InvalidInputErro
 from hybridstore.fs.locking import FileLock, acquire_visibly
 from hybridstore.oci.helm import chart_layers, is_chart
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
-from hybridstore.oci.model import Descriptor, Index, Manifest, Platform, parse_document
+from hybridstore.oci.model import Descriptor, Index, Manifest, parse_document
+from hybridstore.oci.platforms import select_platforms
 from hybridstore.oci.reference import Reference
 from hybridstore.project.commit import FetchedChart, PulledRef, commit
 from hybridstore.project.lockfile import Lock, read_lock, write_lock
@@ -39,17 +40,16 @@ from hybridstore.project.plan import ChartEntry, Plan, make_plan
 from hybridstore.project.projectfile import Project, RefEntry, load_project
 from hybridstore.project.report import SyncItem, SyncResult
 from hybridstore.project.yamldoc import Position
-from hybridstore.remote.clients import RegistryClients
 from hybridstore.remote.credentials import Credential
 from hybridstore.remote.transport import TransportOptions
 from hybridstore.store.cache import BlobCache
 from hybridstore.store.layout import OCILayout
 from hybridstore.store.linking import LinkMode
+from hybridstore.transfer.copier import Copier, copy_options
 from hybridstore.transfer.endpoint import Progress
-from hybridstore.transfer.engine import CopyOptions, copy_graph, select_platforms
+from hybridstore.transfer.engine import copy_graph
 from hybridstore.transfer.layout_endpoint import LayoutDestination
 from hybridstore.transfer.pinned_endpoint import PinnedSource
-from hybridstore.transfer.pools import BlobPools
 from hybridstore.transfer.registry_endpoint import RegistrySource
 
 __all__ = ["PROJECT_LOCK_SUFFIX", "SyncResult", "sync"]
@@ -102,18 +102,16 @@ def sync(
             result.items = _dry_run_items(plan)
         else:
             mode = link_mode if link_mode is not None else project.link_mode
-            blob_cache = cache if isinstance(cache, BlobCache) else BlobCache(cache)
-            job = _Sync(project, plan, blob_cache, LinkMode(mode) if mode else None)
-            job.concurrency = concurrency
-            job.progress = progress
-            clients = None
-            if not offline:
-                clients = RegistryClients(transport or TransportOptions(), credential)
-            try:
-                new_lock, result.items = job.run(clients, manifest_limit, old)
-            finally:
-                if clients is not None:
-                    clients.close()
+            with Copier(
+                cache=cache,
+                transport=transport,
+                credential=credential,
+                concurrency=concurrency,
+                link_mode=mode,
+                manifest_limit=manifest_limit,
+                progress=progress,
+            ) as copier:
+                new_lock, result.items = _Sync(project, plan, copier, offline).run(old)
             result.lock_written = not locked and write_lock(project.lock_path, new_lock)
     result.seconds = time.monotonic() - started
     return result
@@ -186,53 +184,47 @@ def _with_position(e: HybridstoreError, where: Position, ref: Reference) -> Hybr
 
 
 class _Sync:
-    """One sync's work after planning: resolve, fetch, commit."""
+    """One sync's work after planning: resolve, fetch, commit, on one ``Copier``
+    (its cache, registry clients and worker pools; offline, its clients stay unused)."""
 
-    def __init__(
-        self, project: Project, plan: Plan, cache: BlobCache, link_mode: LinkMode | None
-    ) -> None:
+    def __init__(self, project: Project, plan: Plan, copier: Copier, offline: bool) -> None:
         self.project = project
         self.plan = plan
-        self.cache = cache
-        self.link_mode = link_mode
-        self.concurrency = 8
-        self.progress: Progress | None = None
+        self.copier = copier
+        self.cache = copier.cache
+        self.offline = offline
         self.layouts: dict[str, OCILayout] = {}
         self.created: list[str] = []
         """Keys of the layouts whose directories this sync created."""
 
-    def run(
-        self, clients: RegistryClients | None, manifest_limit: int, old: Lock | None
-    ) -> tuple[Lock, list[SyncItem]]:
+    def source(self, ref: Reference, root: Descriptor) -> PinnedSource:
+        remote = None
+        if not self.offline:
+            repo = self.copier.clients.repository(ref, self.copier.manifest_limit)
+            remote = RegistrySource(repo, self.cache)
+        return PinnedSource(str(ref), root, self.cache, remote)
+
+    def run(self, old: Lock | None) -> tuple[Lock, list[SyncItem]]:
         """Resolve, fetch and commit; undo new empty layouts if anything fails."""
-        offline = clients is None
-
-        def source(ref: Reference, root: Descriptor) -> PinnedSource:
-            remote = None
-            if clients is not None:
-                remote = RegistrySource(clients.repository(ref, manifest_limit), self.cache)
-            return PinnedSource(str(ref), root, self.cache, remote)
-
-        roots = iter(self._resolve(clients, manifest_limit))
+        roots = iter(self._resolve())
         ref_jobs = [(e, lr.descriptor if lr else next(roots)) for e, lr in self.plan.refs]
         chart_jobs = [(c, lc.descriptor if lc else next(roots)) for c, lc in self.plan.charts]
         pulled: list[PulledRef] = []
         charts: list[FetchedChart] = []
         missing: list[str] = []
         try:
-            with BlobPools(self.concurrency) as pools:
-                for e, root in ref_jobs:
-                    try:
-                        pulled.append(self._pull(e, root, source(e.ref, root), pools))
-                    except NotFoundError as err:
-                        if not offline:
-                            raise
-                        missing.append(str(err))
+            for e, root in ref_jobs:
+                try:
+                    pulled.append(self._pull(e, root, self.source(e.ref, root)))
+                except NotFoundError as err:
+                    if not self.offline:
+                        raise
+                    missing.append(str(err))
             for c, root in chart_jobs:
                 try:
-                    charts.append(self._fetch_chart(c, root, source(c.ref, root)))
+                    charts.append(self._fetch_chart(c, root, self.source(c.ref, root)))
                 except NotFoundError as err:
-                    if not offline:
+                    if not self.offline:
                         raise
                     missing.append(str(err))
             if missing:
@@ -255,14 +247,15 @@ class _Sync:
             self._undo_created()
             raise
 
-    def _resolve(self, clients: RegistryClients | None, manifest_limit: int) -> list[Descriptor]:
+    def _resolve(self) -> list[Descriptor]:
         """The descriptors of every entry the lock does not pin, resolved in parallel."""
         targets = [(e.ref, e.position) for e, lr in self.plan.refs if lr is None]
         targets += [(c.ref, c.position) for c, lc in self.plan.charts if lc is None]
         if not targets:
             return []
-        assert clients is not None  # _check_mode refused --offline with entries to resolve
-        repos = [clients.repository(ref, manifest_limit) for ref, _ in targets]
+        assert not self.offline  # _check_mode refused --offline with entries to resolve
+        limit = self.copier.manifest_limit
+        repos = [self.copier.clients.repository(ref, limit) for ref, _ in targets]
 
         def one(i: int) -> Descriptor:
             ref, where = targets[i]
@@ -271,21 +264,20 @@ class _Sync:
             except HybridstoreError as e:
                 raise _with_position(e, where, ref) from e
 
-        workers = max(1, min(self.concurrency, len(targets)))
+        workers = max(1, min(self.copier.options.concurrency, len(targets)))
         with ThreadPoolExecutor(workers, thread_name_prefix="resolve") as pool:
             return list(pool.map(one, range(len(targets))))
 
-    def _pull(
-        self, e: RefEntry, root: Descriptor, src: PinnedSource, pools: BlobPools
-    ) -> PulledRef:
+    def _pull(self, e: RefEntry, root: Descriptor, src: PinnedSource) -> PulledRef:
         """The entry's graph into its layout through the cache, not named yet."""
-        options = CopyOptions(
-            platforms=tuple(Platform.parse(p) for p in e.platforms),
-            all_platforms=e.all_platforms,
-            concurrency=self.concurrency,
-            ref_name=e.name,
-            include_referrers=e.include_referrers,
-            referrer_types=e.referrer_types,
+        options = copy_options(
+            {
+                "platforms": e.platforms,
+                "all_platforms": e.all_platforms,
+                "concurrency": self.copier.options.concurrency,
+                "include_referrers": e.include_referrers,
+                "referrer_types": e.referrer_types,
+            }
         )
         doc = parse_document(src.document(root), root.media_type)
         taken: tuple[str, ...] = ()
@@ -294,7 +286,13 @@ class _Sync:
             taken = tuple(str(d.platform) for d in chosen if d.platform is not None)
         dst = LayoutDestination(self._layout(e.layout), self.cache, e.name, tag_root=False)
         result = copy_graph(
-            src, str(root.digest), dst, options, self.progress, pools, reference=str(e.ref)
+            src,
+            str(root.digest),
+            dst,
+            options,
+            self.copier.progress,
+            self.copier.pools,
+            reference=str(e.ref),
         )
         return PulledRef(e, root, taken, result.fetched, result.bytes_transferred)
 
@@ -310,7 +308,7 @@ class _Sync:
         fetched = src.was_fetched(root)
         count, nbytes = int(fetched), len(raw) if fetched else 0
         if not self.cache.exists(archive.digest, archive.size):
-            blob = src.blob_source(archive, self.progress or Progress())
+            blob = src.blob_source(archive, self.copier.progress or Progress())
             res = self.cache.ingest(archive.digest, archive.size, blob)
             count, nbytes = count + int(res.fetched), nbytes + res.bytes_transferred
         return FetchedChart(c, root, archive, count, nbytes)
@@ -321,7 +319,9 @@ class _Sync:
             root = self.project.resolve_path(key)
             if not root.exists():
                 self.created.append(key)
-            layout = OCILayout.open_or_create(root, cache=self.cache, link_mode=self.link_mode)
+            layout = OCILayout.open_or_create(
+                root, cache=self.cache, link_mode=self.copier.link_mode
+            )
             self.layouts[key] = layout
         return layout
 
@@ -330,7 +330,9 @@ class _Sync:
         if key not in self.layouts:
             try:
                 self.layouts[key] = OCILayout.open(
-                    self.project.resolve_path(key), cache=self.cache, link_mode=self.link_mode
+                    self.project.resolve_path(key),
+                    cache=self.cache,
+                    link_mode=self.copier.link_mode,
                 )
             except NotFoundError:
                 return None
