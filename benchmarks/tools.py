@@ -65,8 +65,11 @@ class Tool:
     warm: bool = False  # store/ is filled once, before the first round
     storage: Storage = "layout"
     copies: int = 1  # pulls of each target (concurrency rows: 8)
+    project: bool = False  # a sync: every target of a copy in one layout, dest/<copy>
 
     def placements(self, workload: Workload) -> list[Placement]:
+        if self.project:
+            return [(k, t) for k in range(self.copies) for t in workload.targets]
         return placements(workload, self.copies)
 
 
@@ -244,19 +247,14 @@ _SYNC_OFFLINE = "{hybridstore} -q --cache {store} sync --locked --offline -f {fi
 def _sync(
     ctx: Context, wl: Workload, dest: Path, store: Path, copies: int, lines: list[str]
 ) -> list[str]:
-    """Write one project per copy (every target, each into its own ``dest/<i>`` layout);
+    """Write one project per copy (every target, into the one layout ``dest/<copy>``);
     return ``lines`` formatted for each project (``{file}``, ``{lock}``, ``{store}``)."""
     out = []
-    per_copy = len(wl.targets)
     for k in range(copies):
         project = ctx.scripts / f"{dest.parent.name}-p{k}"
         project.mkdir(parents=True, exist_ok=True)
-        refs = [
-            f"  - ref: {target.ref(ctx.host_port)}\n    layout: {dest / str(i)}\n"
-            for i, target in placements(wl, copies)
-            if i // per_copy == k
-        ]
-        (project / "hybridstore.yaml").write_text("refs:\n" + "".join(refs))
+        refs = "".join(f"  - {target.ref(ctx.host_port)}\n" for target in wl.targets)
+        (project / "hybridstore.yaml").write_text(f"layout: {dest / str(k)}\nrefs:\n{refs}")
         for line in lines:
             out.append(
                 line.format(
@@ -297,17 +295,19 @@ def sync_tools() -> list[Tool]:
     return [
         Tool(
             "hybridstore-sync-cold",
-            "one sync, empty cache, no lock",
+            "one sync of a project of the 10 refs (one layout), empty cache, no lock",
             _SYNC,
             _sync_cold(1),
             cold=True,
+            project=True,
         ),
         Tool(
             "hybridstore-sync-offline",
-            "sync --locked --offline into new layouts: lock + warm cache",
+            "sync --locked --offline into a new layout: lock + warm cache",
             _SYNC_OFFLINE,
             _sync_offline,
             warm=True,
+            project=True,
         ),
         *peers,
     ]
@@ -316,7 +316,14 @@ def sync_tools() -> list[Tool]:
 def sync_concurrency_tools() -> list[Tool]:
     """8 syncs at once of 8 projects holding ``many``, one cache, against one sync."""
     return [
-        Tool("hybridstore-sync-x1-cold", "one sync, empty cache", _SYNC, _sync_cold(1), cold=True),
+        Tool(
+            "hybridstore-sync-x1-cold",
+            "one sync, empty cache",
+            _SYNC,
+            _sync_cold(1),
+            cold=True,
+            project=True,
+        ),
         Tool(
             "hybridstore-sync-x8-cold",
             "8 syncs at once of 8 projects, one empty cache",
@@ -324,5 +331,6 @@ def sync_concurrency_tools() -> list[Tool]:
             _sync_cold(8),
             cold=True,
             copies=8,
+            project=True,
         ),
     ]

@@ -20,6 +20,7 @@ import yaml
 
 from hybridstore.errors import InvalidInputError
 from hybridstore.fs.safepath import check_component
+from hybridstore.project.yamldoc import load_plain
 
 __all__ = ["HelmDependency", "read_dependencies"]
 
@@ -53,7 +54,7 @@ class HelmDependency:
 
 def _load(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_bytes())
+        return load_plain(path.read_bytes())
     except yaml.YAMLError as e:
         raise InvalidInputError(f"{path} is not valid YAML: {e}") from None
     except OSError as e:

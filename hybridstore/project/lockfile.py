@@ -24,6 +24,7 @@ from hybridstore.fs.files import atomic_write_bytes
 from hybridstore.oci.digest import Digest
 from hybridstore.oci.model import Descriptor
 from hybridstore.oci.schema import schema_validator
+from hybridstore.project.yamldoc import dump_plain, load_plain
 
 __all__ = ["LOCK_VERSION", "Lock", "LockedChart", "LockedRef", "read_lock", "write_lock"]
 
@@ -109,12 +110,7 @@ class Lock:
             {"refs": [self.refs[k].to_json() for k in sorted(self.refs)]},
             {"charts": [self.charts[k].to_json() for k in sorted(self.charts)]},
         ]
-        body = "".join(
-            yaml.safe_dump(
-                s, sort_keys=True, default_flow_style=False, allow_unicode=True, width=10_000
-            )
-            for s in sections
-        )
+        body = "".join(dump_plain(s) for s in sections)
         return (_HEADER + body).encode()
 
 
@@ -136,7 +132,7 @@ def read_lock(path: Path) -> Lock | None:
         raise StorageError(f"cannot read {path}: {e.strerror}") from e
     fix = "restore it from version control, or delete it and run `hybridstore sync`"
     try:
-        doc = yaml.safe_load(raw)
+        doc = load_plain(raw)
     except yaml.YAMLError as e:
         raise InvalidInputError(f"{path} is not valid YAML ({e}); {fix}") from None
     version = doc.get("version") if isinstance(doc, dict) else None
