@@ -27,7 +27,13 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from hybridstore.errors import ConflictError, HybridstoreError, InvalidInputError, NotFoundError
+from hybridstore.errors import (
+    ConflictError,
+    HybridstoreError,
+    InvalidInputError,
+    NotFoundError,
+    StorageError,
+)
 from hybridstore.fs.locking import FileLock, acquire_visibly
 from hybridstore.oci.helm import chart_layers, is_chart
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
@@ -129,7 +135,7 @@ def _project_locked(project: Project) -> Iterator[None]:
     except OSError as e:
         if isinstance(e, HybridstoreError):
             raise
-        raise InvalidInputError(f"cannot lock {path}: {e.strerror or e}") from e
+        raise StorageError(f"cannot lock {path}: {e.strerror or e}") from e
     try:
         yield
     finally:
@@ -168,8 +174,7 @@ def _dry_run_items(plan: Plan) -> list[SyncItem]:
         items.append(SyncItem("chart", c.file, str(c.ref), digest, "locked" if lc else "resolve"))
     for r in plan.stale_refs:
         target = f"{r.layout} {r.name}"
-        ref = str(r.request.get("ref", r.name))
-        items.append(SyncItem("ref", target, ref, str(r.descriptor.digest), "remove"))
+        items.append(SyncItem("ref", target, r.ref, str(r.descriptor.digest), "remove"))
     for s in plan.stale_charts:
         items.append(SyncItem("chart", s.file, s.ref, str(s.descriptor.digest), "remove"))
     return items
@@ -216,17 +221,13 @@ class _Sync:
             for e, root in ref_jobs:
                 try:
                     pulled.append(self._pull(e, root, self.source(e.ref, root)))
-                except NotFoundError as err:
-                    if not self.offline:
-                        raise
-                    missing.append(str(err))
+                except HybridstoreError as err:
+                    missing.append(self._failed(err, e.position, e.ref))
             for c, root in chart_jobs:
                 try:
                     charts.append(self._fetch_chart(c, root, self.source(c.ref, root)))
-                except NotFoundError as err:
-                    if not self.offline:
-                        raise
-                    missing.append(str(err))
+                except HybridstoreError as err:
+                    missing.append(self._failed(err, c.position, c.ref))
             if missing:
                 raise NotFoundError(
                     f"--offline: the cache lacks {len(missing)} entr"
@@ -246,6 +247,13 @@ class _Sync:
         except BaseException:
             self._undo_created()
             raise
+
+    def _failed(self, err: HybridstoreError, where: Position, ref: Reference) -> str:
+        """Offline, what the cache lacks is collected (and reported together); any other
+        failure stops the sync, named with the entry's place in the project file."""
+        if self.offline and isinstance(err, NotFoundError):
+            return str(err)
+        raise _with_position(err, where, ref) from err
 
     def _resolve(self) -> list[Descriptor]:
         """The descriptors of every entry the lock does not pin, resolved in parallel."""

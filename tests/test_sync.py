@@ -420,3 +420,24 @@ def test_the_sync_example_project_runs(tmp_path: Path) -> None:
     assert "offline checkout matches" in done.stdout
     assert "sync --locked exits 8" in done.stdout
     assert "web-2.1.0+build.7.tgz" in done.stdout
+
+
+def test_a_failure_after_pulling_removes_the_new_layout_and_writes_no_lock(
+    tmp_path: Path, registry_content: SampleContent, tmp_cache: Path
+) -> None:
+    c = registry_content
+    project = write_project(
+        tmp_path / "p",
+        {
+            "refs": [
+                {"ref": c.image.ref, "layout": "fresh"},
+                {"ref": c.index.ref, "platforms": ["linux/s390x"], "layout": "fresh"},
+            ]
+        },
+    )
+    with pytest.raises(NotFoundError, match=r"hybridstore.yaml:4:3: .*linux/s390x"):
+        sync(project, transport=PLAIN)
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [
+        "hybridstore.lock.lock",
+        "hybridstore.yaml",
+    ]

@@ -119,15 +119,14 @@ def commit(
         )
     for r in stale_refs:
         present = (current(r.layout) or {}).get(r.name)
-        ref = str(r.request.get("ref", r.name))
         target = f"{r.layout} {r.name}"
         if present is None:
             continue
         if r.owned and present.digest == r.descriptor.digest:
             changes[r.layout].untags.append((r.descriptor, r.name))
-            items.append(SyncItem("ref", target, ref, str(r.descriptor.digest), "removed"))
+            items.append(SyncItem("ref", target, r.ref, str(r.descriptor.digest), "removed"))
         else:
-            items.append(SyncItem("ref", target, ref, str(present.digest), "kept"))
+            items.append(SyncItem("ref", target, r.ref, str(present.digest), "kept"))
     chart_writes = [(c, project.resolve_path(c.entry.file)) for c in charts]
     for change in changes.values():
         if change.tags or change.untags:

@@ -49,6 +49,11 @@ class LockedRef:
     def key(self) -> tuple[str, str]:
         return self.layout, self.name
 
+    @property
+    def ref(self) -> str:
+        """The reference the entry asked for (the name when the request lacks it)."""
+        return str(self.request.get("ref", self.name))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "layout": self.layout,

@@ -62,7 +62,7 @@ class Plan:
 
     @property
     def stale(self) -> list[str]:
-        return [f"{r.request.get('ref', r.name)} in {r.layout}" for r in self.stale_refs] + [
+        return [f"{r.ref} in {r.layout}" for r in self.stale_refs] + [
             c.file for c in self.stale_charts
         ]
 
