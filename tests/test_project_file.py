@@ -246,3 +246,59 @@ def test_a_range_without_chart_lock_asks_for_helm_dependency_update(tmp_path: Pa
     )
     with pytest.raises(InvalidInputError, match="range '~1.2'.*helm dependency update"):
         read_dependencies(chart, "c")
+
+
+def test_a_chart_lock_out_of_sync_with_chart_yaml_is_refused(tmp_path: Path) -> None:
+    chart = _chart(
+        tmp_path,
+        [
+            {"name": "a", "version": "1.0.0", "repository": "oci://r.example.com/c"},
+            {"name": "b", "version": "2.0.0", "repository": "oci://r.example.com/c"},
+        ],
+        [{"name": "a", "version": "1.0.0", "repository": "oci://r.example.com/c"}],
+    )
+    with pytest.raises(
+        InvalidInputError, match="Chart.lock is out of sync.*helm dependency update"
+    ):
+        read_dependencies(chart, "c")
+
+
+@given(st.text(max_size=300))
+def test_any_text_is_a_project_or_one_clean_error(text: str) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "hybridstore.yaml"
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        try:
+            load_project(path)
+        except InvalidInputError as e:
+            assert str(e).startswith(str(path)) and len(str(e).splitlines()) == 1
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["r.example.com/a", "r.example.com/b/c", "localhost:5000/x"]),
+            st.from_regex(r"[a-z0-9][a-z0-9._-]{0,10}", fullmatch=True),
+            st.sampled_from([None, "oci", "images"]),
+        ),
+        max_size=6,
+        unique_by=lambda t: (t[0], t[1], t[2] or "oci"),
+    )
+)
+def test_written_entries_read_back_with_their_layouts_and_names(
+    entries: list[tuple[str, str, str | None]],
+) -> None:
+    import tempfile
+
+    refs = [
+        f"{r}:{t}" if lay is None else {"ref": f"{r}:{t}", "layout": lay} for r, t, lay in entries
+    ]
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "hybridstore.yaml"
+        path.write_text(yaml.safe_dump({"refs": refs}))
+        project = load_project(path)
+    assert [(str(e.ref), e.layout) for e in project.refs] == [
+        (f"{r}:{t}", lay or "oci") for r, t, lay in entries
+    ]

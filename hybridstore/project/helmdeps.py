@@ -1,8 +1,10 @@
 """A Helm chart's dependencies as ``helm dependency build`` reads them.
 
 ``Chart.lock`` wins (it pins exact versions; ``requirements.lock`` for ``apiVersion:
-v1`` charts); without one, ``Chart.yaml``'s ``dependencies`` are used when every
-version is exact, as ``build`` never resolves a range. An ``oci://`` dependency is
+v1`` charts) while it lists the same dependencies as ``Chart.yaml`` (Helm compares a
+digest of both; names are what can be checked without Go's JSON encoding); without
+one, ``Chart.yaml``'s ``dependencies`` are used when every version is exact, as
+``build`` never resolves a range. An ``oci://`` dependency is
 pulled from ``<repository>/<name>:<version>`` with Helm's tag rule (``+`` becomes
 ``_``, OCI tags have no ``+``) and written as ``charts/<name>-<version>.tgz``, the name
 keeping the ``+`` as Helm's does. Other repositories (``https://``, ``@alias``,
@@ -56,7 +58,7 @@ def _load(path: Path) -> Any:
     try:
         return load_plain(path.read_bytes())
     except yaml.YAMLError as e:
-        raise InvalidInputError(f"{path} is not valid YAML: {e}") from None
+        raise InvalidInputError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
     except OSError as e:
         raise InvalidInputError(f"cannot read {path}: {e.strerror}") from None
 
@@ -69,10 +71,19 @@ def read_dependencies(chart_dir: Path, display: str) -> list[HelmDependency]:
     chart = _load(chart_yaml)
     legacy = isinstance(chart, dict) and chart.get("apiVersion") == "v1"
     lock_file = chart_dir / ("requirements.lock" if legacy else "Chart.lock")
-    if lock_file.is_file():
-        return _entries(_load(lock_file), lock_file, exact=False)
     source = chart_dir / "requirements.yaml" if legacy else chart_yaml
-    return _entries(_load(source) if legacy else chart, source, exact=True)
+    if not lock_file.is_file():
+        return _entries(_load(source) if legacy else chart, source, exact=True)
+    locked = _entries(_load(lock_file), lock_file, exact=False)
+    wanted = _entries(_load(source) if legacy else chart, source, exact=False)
+    if sorted(d.name for d in locked) != sorted(d.name for d in wanted):
+        # What `helm dependency build` refuses too ("the lock file is out of sync").
+        raise InvalidInputError(
+            f"{display}: {lock_file.name} is out of sync with {source.name} (dependencies "
+            f"{sorted(d.name for d in locked)} against {sorted(d.name for d in wanted)}); "
+            "run `helm dependency update`"
+        )
+    return locked
 
 
 def _entries(doc: Any, source: Path, *, exact: bool) -> list[HelmDependency]:

@@ -139,7 +139,8 @@ def read_lock(path: Path) -> Lock | None:
     try:
         doc = load_plain(raw)
     except yaml.YAMLError as e:
-        raise InvalidInputError(f"{path} is not valid YAML ({e}); {fix}") from None
+        problem = str(e).splitlines()[0]
+        raise InvalidInputError(f"{path} is not valid YAML ({problem}); {fix}") from None
     version = doc.get("version") if isinstance(doc, dict) else None
     if isinstance(version, int) and version > LOCK_VERSION:
         raise InvalidInputError(

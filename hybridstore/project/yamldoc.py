@@ -98,8 +98,15 @@ def load_yaml(path: Path, display: str) -> YamlDocument:
         mark = e.problem_mark or e.context_mark
         where = Position(display, mark.line + 1, mark.column + 1) if mark else display
         raise InvalidInputError(f"{where}: invalid YAML: {e.problem or e.context}") from None
+    except yaml.reader.ReaderError as e:  # not UTF-8, or a control character
+        before = text[: e.position]
+        where = Position(display, before.count(b"\n") + 1, len(before) - before.rfind(b"\n"))
+        raise InvalidInputError(
+            f"{where}: invalid YAML: {e.reason} (character {e.character!r}); "
+            "save the file as UTF-8 text"
+        ) from None
     except yaml.YAMLError as e:
-        raise InvalidInputError(f"{display}: invalid YAML: {e}") from None
+        raise InvalidInputError(f"{display}: invalid YAML: {str(e).splitlines()[0]}") from None
     finally:
         loader.dispose()
 
