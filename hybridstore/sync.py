@@ -202,12 +202,14 @@ class _Sync:
         self.created: list[str] = []
         """Keys of the layouts whose directories this sync created."""
 
-    def source(self, ref: Reference, root: Descriptor) -> PinnedSource:
+    def source(self, ref: Reference, root: Descriptor, layout: str | None) -> PinnedSource:
+        """``root`` from the cache, the entry's layout if it exists, else the registry."""
         remote = None
         if not self.offline:
             repo = self.copier.clients.repository(ref, self.copier.manifest_limit)
             remote = RegistrySource(repo, self.cache)
-        return PinnedSource(str(ref), root, self.cache, remote)
+        local = self._existing_layout(layout) if layout is not None else None
+        return PinnedSource(str(ref), root, self.cache, remote, local)
 
     def run(self, old: Lock | None) -> tuple[Lock, list[SyncItem]]:
         """Resolve, fetch and commit; undo new empty layouts if anything fails."""
@@ -220,12 +222,12 @@ class _Sync:
         try:
             for e, root in ref_jobs:
                 try:
-                    pulled.append(self._pull(e, root, self.source(e.ref, root)))
+                    pulled.append(self._pull(e, root, self.source(e.ref, root, e.layout)))
                 except HybridstoreError as err:
                     missing.append(self._failed(err, e.position, e.ref))
             for c, root in chart_jobs:
                 try:
-                    charts.append(self._fetch_chart(c, root, self.source(c.ref, root)))
+                    charts.append(self._fetch_chart(c, root, self.source(c.ref, root, None)))
                 except HybridstoreError as err:
                     missing.append(self._failed(err, c.position, c.ref))
             if missing:
@@ -334,7 +336,8 @@ class _Sync:
         return layout
 
     def _existing_layout(self, key: str) -> OCILayout | None:
-        """A layout the commit reads (stale refs may name one this sync did not open)."""
+        """The layout ``key`` if it exists already: an entry's documents may be read from
+        it, and the commit reads the layouts of stale refs, which this sync may not open."""
         if key not in self.layouts:
             try:
                 self.layouts[key] = OCILayout.open(

@@ -441,3 +441,15 @@ def test_a_failure_after_pulling_removes_the_new_layout_and_writes_no_lock(
         "hybridstore.lock.lock",
         "hybridstore.yaml",
     ]
+
+
+def test_offline_with_an_empty_cache_reads_what_the_layouts_hold(
+    sample_project: Callable[[str], Path], tmp_path: Path, tmp_cache: Path
+) -> None:
+    project = sample_project("project")
+    sync(project, transport=PLAIN)
+    index_before = (project.parent / "oci" / "index.json").read_bytes()
+    empty = tmp_path / "empty-cache"  # a carried layout on a machine whose cache is empty
+    result = sync(project, locked=True, offline=True, cache=empty)
+    assert {i.action for i in result.items} == {"unchanged"}
+    assert (project.parent / "oci" / "index.json").read_bytes() == index_before

@@ -2,9 +2,11 @@
 only for what the cache lacks, or nothing else at all offline.
 
 ``resolve`` answers with the pinned descriptor, so a locked ref costs no request;
-documents and blobs the shared cache holds are read there, and only the rest come
-from ``remote``. Without ``remote`` (``sync --offline``) nothing touches the network:
-whatever the cache lacks is a ``NotFoundError`` naming it.
+documents and blobs the shared cache holds are read there, documents the destination
+layout already holds are read (verified) from it, and only the rest come from
+``remote``: a layout carried to an air-gapped machine syncs offline with an empty
+cache. Without ``remote`` (``sync --offline``) nothing touches the network: whatever
+neither holds is a ``NotFoundError`` naming it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from hybridstore.errors import NotFoundError
 from hybridstore.oci.model import Descriptor
 from hybridstore.remote.transport import RegistryTransport
 from hybridstore.store.cache import BlobCache, BlobSource
+from hybridstore.store.layout import OCILayout
 from hybridstore.transfer.endpoint import Opener, Progress, Source
 
 __all__ = ["PinnedSource"]
@@ -26,12 +29,18 @@ class PinnedSource:
     mount_from: tuple[RegistryTransport, str] | None = None
 
     def __init__(
-        self, name: str, root: Descriptor, cache: BlobCache, remote: Source | None
+        self,
+        name: str,
+        root: Descriptor,
+        cache: BlobCache,
+        remote: Source | None,
+        local: OCILayout | None = None,
     ) -> None:
         self.name = name
         self.root = root
         self.cache = cache
         self.remote = remote
+        self.local = local
 
     @property
     def description(self) -> str:
@@ -51,6 +60,8 @@ class PinnedSource:
         if self.cache.exists(desc.digest, desc.size):
             with self.cache.open(desc.digest) as f:
                 return f.read()
+        if self.local is not None and self.local.exists(desc):
+            return self.local.read_blob(desc)
         if self.remote is None:
             raise self._missing(desc)
         return self.remote.document(desc)
