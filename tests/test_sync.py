@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -420,6 +421,9 @@ def test_the_sync_example_project_runs(tmp_path: Path) -> None:
     assert "offline checkout matches" in done.stdout
     assert "sync --locked exits 8" in done.stdout
     assert "web-2.1.0+build.7.tgz" in done.stdout
+    plan = done.stdout[done.stdout.index("== after an edit") :]
+    assert re.search(r"^remove +oci \S+/charts/redis-lite:1\.0\.0 ", plan, re.M)
+    assert "lock not written (dry run)" in plan
 
 
 def test_a_failure_after_pulling_removes_the_new_layout_and_writes_no_lock(
