@@ -294,7 +294,7 @@ class _Sync:
         if isinstance(doc, Index):
             chosen = select_platforms(doc, options.platforms, options.all_platforms)
             taken = tuple(str(d.platform) for d in chosen if d.platform is not None)
-        dst = LayoutDestination(self._layout(e.layout), self.cache, e.name, tag_root=False)
+        dst = LayoutDestination(self._layout(e.layout), e.name, tag_root=False)
         result = copy_graph(
             src,
             str(root.digest),
