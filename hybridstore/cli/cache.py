@@ -227,13 +227,8 @@ def prune(
     again. Removing a blob that layouts still link frees no disk space until
     those layouts drop it too ("freed" in the summary counts only unlinked ones).
     """
-    report = prune_cache(
-        _open(opts),
-        older_than=older_than,
-        max_size=max_size,
-        unlinked=unlinked,
-        grace=grace,
-        dry_run=dry_run,
+    report = prune_cache(_open(opts), 
+        older_than=older_than, max_size=max_size, unlinked=unlinked, grace=grace, dry_run=dry_run
     )
     if as_json:
         emit_json(report.to_json())
