@@ -189,7 +189,8 @@ class WorkloadSet:
             )
         if name == "sync":
             shared = self.get("shared")
-            return Workload("sync", f"one project of shared ({shared.description})", shared.targets)
+            what = "one project of the 10 images of shared, into one layout (9 shared 8 MiB layers"
+            return Workload("sync", f"{what} + 1 own 1 MiB layer each)", shared.targets)
         if name == "sync-concurrent":
             many = self.get("many")
             return Workload(
