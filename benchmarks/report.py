@@ -7,8 +7,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from results import RowResult
-from tools import concurrency_tools, pull_tools
-from workloads import BLOB_WORKLOADS, Workload
+from tools import concurrency_tools, pull_tools, sync_concurrency_tools, sync_tools
+from workloads import BLOB_WORKLOADS, SYNC_WORKLOADS, Workload
 
 __all__ = ["render"]
 
@@ -108,8 +108,10 @@ def render(
         out += _summary(table, blob_wls)
         out += _ratios(table, blob_wls)
     out += _goals(table, by_name)
-    if blob_wls:
-        out += _details(table, [by_name[n] for n in blob_wls])
+    out += _sync_goals(table, by_name)
+    detail_wls = blob_wls + [w.name for w in workloads if w.name in SYNC_WORKLOADS]
+    if detail_wls:
+        out += _details(table, [by_name[n] for n in detail_wls])
     if "concurrent" in by_name:
         out += _concurrency(table, by_name["concurrent"])
     if any(r.workload == "startup" for r in rows):
@@ -250,19 +252,64 @@ def _goals(table: Table, wls: Mapping[str, Workload]) -> list[str]:
                 worst <= 64,
             )
         )
-    one = table.median("concurrent", "hybridstore-x1-cold")
-    eight = table.get("concurrent", "hybridstore-x8-cold")
-    if one is not None and eight is not None and eight.stats is not None:
-        r = eight.stats.median / one
-        goals.append(("8 concurrent cold pulls vs one", _x(r), "<= 1.5x", r <= 1.5))
-        want = wls["concurrent"].unique_blob_endpoints
-        got = max(c.blob_gets for c in eight.requests)
+    goals += _concurrency_goals(table, wls, "concurrent", "hybridstore", "pulls")
+    return _goal_table("Goals of issue 8", goals)
+
+
+def _concurrency_goals(
+    table: Table, wls: Mapping[str, Workload], workload: str, prefix: str, what: str
+) -> list[tuple[str, str, str, bool | None]]:
+    """8 processes at once against one (``PREFIX-x1-cold``, ``PREFIX-x8-cold``): at most
+    1.5x the time, and each blob fetched once."""
+    one = table.median(workload, f"{prefix}-x1-cold")
+    eight = table.get(workload, f"{prefix}-x8-cold")
+    if one is None or eight is None or eight.stats is None:
+        return []
+    r = eight.stats.median / one
+    want = wls[workload].unique_blob_endpoints
+    got = max(c.blob_gets for c in eight.requests)
+    return [
+        (f"8 concurrent cold {what} vs one", _x(r), "<= 1.5x", r <= 1.5),
+        (
+            f"8 concurrent {what}: blob GETs per run (max)",
+            str(got),
+            f"== {want} blobs",
+            got == want,
+        ),
+    ]
+
+
+def _sync_goals(table: Table, wls: Mapping[str, Workload]) -> list[str]:
+    """The speed goals of issue 18 (``hybridstore sync``)."""
+    goals: list[tuple[str, str, str, bool | None]] = []
+    cold = table.get("sync", "hybridstore-sync-cold")
+    if cold is not None and cold.stats is not None:
+        for peer, limit in (("skopeo", 0.3), ("skopeo-shared-cold", 1.0)):
+            r = _ratio(cold.stats.median, table.median("sync", peer))
+            label = "10 x skopeo copy" if peer == "skopeo" else "10 x skopeo, shared blob dir"
+            ok = None if r is None else r <= limit
+            goals.append((f"sync of shared vs {label}", _x(r), f"<= {limit}x", ok))
+        if cold.disk_bytes is not None:
+            x = cold.disk_bytes / wls["sync"].unique_bytes
+            goals.append(("sync of shared: disk vs unique bytes", _x(x), "<= 1.02x", x <= 1.02))
+    offline = table.median("sync", "hybridstore-sync-offline")
+    if offline is not None:
         goals.append(
-            ("8 concurrent: blob GETs per run (max)", str(got), f"== {want} blobs", got == want)
+            (
+                "warm sync --locked --offline, new project",
+                f"{offline:.3f} s",
+                "<= 0.250 s",
+                offline <= 0.25,
+            )
         )
+    goals += _concurrency_goals(table, wls, "sync-concurrent", "hybridstore-sync", "syncs")
+    return _goal_table("Goals of issue 18 (sync)", goals)
+
+
+def _goal_table(title: str, goals: list[tuple[str, str, str, bool | None]]) -> list[str]:
     if not goals:
         return []
-    out = ["## Goals of issue 8", ""]
+    out = [f"## {title}", ""]
     out += _header("goal", "measured", "target", "met")
     verdict = {True: "yes", False: "**no**", None: "n/a"}
     out += [_row([g, m, t, verdict[ok]]) for g, m, t, ok in goals]
@@ -415,6 +462,7 @@ def _startup(table: Table) -> list[str]:
 
 def _templates(with_oras: bool) -> list[str]:
     out = ["## Rows (command per pull)", ""]
-    for tool in [*pull_tools(with_oras), *concurrency_tools()]:
+    extra = [t for t in sync_tools() + sync_concurrency_tools() if t.name.startswith("hybrid")]
+    for tool in [*pull_tools(with_oras), *concurrency_tools(), *extra]:
         out.append(f"- `{tool.name}`: {tool.note}. `{tool.template}`")
     return [*out, ""]

@@ -49,11 +49,18 @@ from measure import (  # noqa: E402
 from report import render  # noqa: E402
 from results import RequestCounts, RowResult  # noqa: E402
 from support.registry import Registry, RegistryConfig  # noqa: E402
-from tools import Context, Tool, concurrency_tools, pull_tools  # noqa: E402
+from tools import (  # noqa: E402
+    Context,
+    Tool,
+    concurrency_tools,
+    pull_tools,
+    sync_concurrency_tools,
+    sync_tools,
+)
 from vmmemory import freed_memory_kept  # noqa: E402
-from workloads import BLOB_WORKLOADS, Workload, WorkloadSet  # noqa: E402
+from workloads import BLOB_WORKLOADS, SYNC_WORKLOADS, Workload, WorkloadSet  # noqa: E402
 
-ALL_WORKLOADS = (*BLOB_WORKLOADS, "concurrent", "startup")
+ALL_WORKLOADS = (*BLOB_WORKLOADS, "concurrent", *SYNC_WORKLOADS, "startup")
 #: A run of at least CONTENDED_MIN_WALL seconds during which other work kept more than
 #: CONTENDED_SHARE of the CPUs busy is repeated, up to --max-repeats times.
 CONTENDED_SHARE = 0.25
@@ -385,7 +392,11 @@ def run_all(
             f"{name}: {len(wl.targets)} ref(s), {wl.blob_count} blobs, "
             f"{wl.unique_bytes / 2**20:.1f} MiB unique, ready in {time.monotonic() - t0:.1f} s"
         )
-        tools = concurrency_tools() if name == "concurrent" else pull_tools(with_oras)
+        tools = {
+            "concurrent": concurrency_tools,
+            "sync": sync_tools,
+            "sync-concurrent": sync_concurrency_tools,
+        }.get(name, lambda: pull_tools(with_oras))()
         if args.tools is not None:
             tools = [t for t in tools if t.name in args.tools]
         rows += bench.run_rows(wl, tools)

@@ -18,7 +18,16 @@ from typing import Literal
 
 from workloads import Target, Workload
 
-__all__ = ["Context", "Placement", "Tool", "concurrency_tools", "placements", "pull_tools"]
+__all__ = [
+    "Context",
+    "Placement",
+    "Tool",
+    "concurrency_tools",
+    "placements",
+    "pull_tools",
+    "sync_concurrency_tools",
+    "sync_tools",
+]
 
 #: Accept list for manifests fetched by digest (distribution 2.8 refuses OCI without it).
 MANIFEST_ACCEPT = ", ".join(
@@ -56,8 +65,11 @@ class Tool:
     warm: bool = False  # store/ is filled once, before the first round
     storage: Storage = "layout"
     copies: int = 1  # pulls of each target (concurrency rows: 8)
+    project: bool = False  # a sync: every target of a copy in one layout, dest/<copy>
 
     def placements(self, workload: Workload) -> list[Placement]:
+        if self.project:
+            return [(k, t) for k in range(self.copies) for t in workload.targets]
         return placements(workload, self.copies)
 
 
@@ -224,5 +236,101 @@ def concurrency_tools() -> list[Tool]:
             _per_pull(_HS, copies=8, background=True),
             warm=True,
             copies=8,
+        ),
+    ]
+
+
+_SYNC = "{hybridstore} -q --cache {store} sync --plain-http -f {file}"
+_SYNC_OFFLINE = "{hybridstore} -q --cache {store} sync --locked --offline -f {file}"
+
+
+def _sync(
+    ctx: Context, wl: Workload, dest: Path, store: Path, copies: int, lines: list[str]
+) -> list[str]:
+    """Write one project per copy (every target, into the one layout ``dest/<copy>``);
+    return ``lines`` formatted for each project (``{file}``, ``{lock}``, ``{store}``)."""
+    out = []
+    for k in range(copies):
+        project = ctx.scripts / f"{dest.parent.name}-p{k}"
+        project.mkdir(parents=True, exist_ok=True)
+        refs = "".join(f"  - {target.ref(ctx.host_port)}\n" for target in wl.targets)
+        (project / "hybridstore.yaml").write_text(f"layout: {dest / str(k)}\nrefs:\n{refs}")
+        for line in lines:
+            out.append(
+                line.format(
+                    hybridstore=_q(ctx.hybridstore),
+                    store=_q(store),
+                    file=_q(project / "hybridstore.yaml"),
+                    lock=_q(project / "hybridstore.lock"),
+                )
+            )
+    return out
+
+
+def _sync_cold(copies: int) -> Callable[..., list[str]]:
+    """A fresh project (no lock) per copy; ``copies`` > 1 run at once."""
+
+    def render(ctx: Context, wl: Workload, dest: Path, store: Path) -> list[str]:
+        lines = _sync(ctx, wl, dest, store, copies, ["rm -f {lock}; " + _SYNC])
+        if copies == 1:
+            return lines
+        return [
+            "pids=",
+            *(f'{{ {x}; }} & pids="$pids $!"' for x in lines),
+            'rc=0; for p in $pids; do wait "$p" || rc=1; done',
+            "exit $rc",
+        ]
+
+    return render
+
+
+def _sync_offline(ctx: Context, wl: Workload, dest: Path, store: Path) -> list[str]:
+    """The lock is written by the untimed seeding run; every timed run is offline."""
+    return _sync(ctx, wl, dest, store, 1, ["[ -f {lock} ] || " + _SYNC, _SYNC_OFFLINE])
+
+
+def sync_tools() -> list[Tool]:
+    """``shared`` as one sync, against ten skopeo copies (with and without a shared dir)."""
+    peers = [t for t in pull_tools(False) if t.name in ("skopeo", "skopeo-shared-cold")]
+    return [
+        Tool(
+            "hybridstore-sync-cold",
+            "one sync of a project of the 10 refs (one layout), empty cache, no lock",
+            _SYNC,
+            _sync_cold(1),
+            cold=True,
+            project=True,
+        ),
+        Tool(
+            "hybridstore-sync-offline",
+            "sync --locked --offline into a new layout: lock + warm cache",
+            _SYNC_OFFLINE,
+            _sync_offline,
+            warm=True,
+            project=True,
+        ),
+        *peers,
+    ]
+
+
+def sync_concurrency_tools() -> list[Tool]:
+    """8 syncs at once of 8 projects holding ``many``, one cache, against one sync."""
+    return [
+        Tool(
+            "hybridstore-sync-x1-cold",
+            "one sync, empty cache",
+            _SYNC,
+            _sync_cold(1),
+            cold=True,
+            project=True,
+        ),
+        Tool(
+            "hybridstore-sync-x8-cold",
+            "8 syncs at once of 8 projects, one empty cache",
+            _SYNC + " & (x8); wait",
+            _sync_cold(8),
+            cold=True,
+            copies=8,
+            project=True,
         ),
     ]

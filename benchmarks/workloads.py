@@ -34,13 +34,15 @@ from support.oci_builder import (  # tests/ is on sys.path (see run.py)
 )
 from support.registry import Registry
 
-__all__ = ["BLOB_WORKLOADS", "BlobRef", "Target", "Workload", "WorkloadSet"]
+__all__ = ["BLOB_WORKLOADS", "SYNC_WORKLOADS", "BlobRef", "Target", "Workload", "WorkloadSet"]
 
 KIB = 1024
 MIB = 1024 * KIB
 
 #: Workloads with content of their own, in report order.
 BLOB_WORKLOADS = ("big", "many", "tiny", "chart", "shared")
+#: ``hybridstore sync`` workloads (issue 18), on the content of ``shared`` and ``many``.
+SYNC_WORKLOADS = ("sync", "sync-concurrent")
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,15 @@ class WorkloadSet:
             many = self.get("many")
             return Workload(
                 "concurrent", f"8 pulls at once of many ({many.description})", many.targets
+            )
+        if name == "sync":
+            shared = self.get("shared")
+            what = "one project of the 10 images of shared, into one layout (9 shared 8 MiB layers"
+            return Workload("sync", f"{what} + 1 own 1 MiB layer each)", shared.targets)
+        if name == "sync-concurrent":
+            many = self.get("many")
+            return Workload(
+                "sync-concurrent", f"8 projects of many at once ({many.description})", many.targets
             )
         description, build = _SPECS[name]
         where = self.scratch / f"build-{name}"

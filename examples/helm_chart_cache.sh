@@ -20,29 +20,12 @@ HYBRIDSTORE=${HYBRIDSTORE:-hybridstore}
 hs() { $HYBRIDSTORE "$@"; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/helm-chart-cache.XXXXXX")
-REGISTRY_PID=""
-cleanup() {
-    if [ -n "$REGISTRY_PID" ]; then kill "$REGISTRY_PID" 2>/dev/null || true; wait "$REGISTRY_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
+# shellcheck source=local_registry.sh
+source "$(dirname "$0")/local_registry.sh"
+cleanup() { stop_registry; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-# -- a local registry ------------------------------------------------------------------------
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-REGISTRY=127.0.0.1:$PORT
-cat > "$WORK/registry.yml" <<EOF
-version: 0.1
-log: {level: error}
-storage: {filesystem: {rootdirectory: $WORK/registry-data}}
-http: {addr: $REGISTRY}
-EOF
-docker-registry serve "$WORK/registry.yml" > "$WORK/registry.log" 2>&1 &
-REGISTRY_PID=$!
-for _ in $(seq 100); do
-    python3 -c "import urllib.request; urllib.request.urlopen('http://$REGISTRY/v2/')" 2>/dev/null && break
-    sleep 0.1
-done
-echo "registry: http://$REGISTRY"
+start_registry "$WORK"
 
 # -- publish a chart (what `helm package` + `helm push` would do) -----------------------------
 SRC=$WORK/src

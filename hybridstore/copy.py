@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING
 
 from hybridstore.store.cache import BlobCache
 from hybridstore.store.layout import OCILayout
-from hybridstore.transfer.copier import Copier, CopySettings
+from hybridstore.transfer.copier import Copier
 from hybridstore.transfer.engine import CopyResult
 from hybridstore.transfer.locator import Location, parse_location
+from hybridstore.transfer.settings import CopySettings
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack

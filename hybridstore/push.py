@@ -26,9 +26,10 @@ from hybridstore.oci.reference import Reference
 from hybridstore.oci.referrers import is_fallback_tag
 from hybridstore.store.layout import OCILayout
 from hybridstore.store.layout_refs import names_of
-from hybridstore.transfer.copier import Copier, CopySettings
+from hybridstore.transfer.copier import Copier
 from hybridstore.transfer.engine import CopyResult
 from hybridstore.transfer.locator import Location, explicit_reference
+from hybridstore.transfer.settings import CopySettings
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack

@@ -45,7 +45,7 @@ def test_harness_writes_the_report_and_counts_one_get_per_blob(tmp_path: Path) -
             "--runs=1",
             "--warmup=0",
             "--max-repeats=0",  # no timing is asserted, so a busy machine need not wait
-            "--workloads=chart,concurrent",
+            "--workloads=chart,concurrent,sync-concurrent",
             f"--out={out}",
             f"--workdir={tmp_path}",
             "--allow-page-reporting",  # a test does not retune the machine's kernel
@@ -74,6 +74,11 @@ def test_harness_writes_the_report_and_counts_one_get_per_blob(tmp_path: Path) -
         row = rows[("concurrent", tool)]
         assert row["error"] is None, row["error"]
         assert [r["blob_gets"] for r in row["requests"]] == [33], tool
+    for tool in ("hybridstore-sync-x1-cold", "hybridstore-sync-x8-cold"):
+        row = rows[("sync-concurrent", tool)]
+        assert row["error"] is None, row["error"]
+        assert [r["blob_gets"] for r in row["requests"]] == [33], tool
+    assert "## Goals of issue 18 (sync)" in text
     warm = rows[("concurrent", "hybridstore-x8-warm")]
     assert [r["blob_gets"] for r in warm["requests"]] == [0]
     assert not list(tmp_path.glob("hybridstore-bench-*")), "work directory left behind"

@@ -116,6 +116,8 @@ def test_every_supported_media_type_has_a_schema() -> None:
         "image-index.json",
         "image-config.json",
         "image-layout.json",
+        "hybridstore-project.json",  # hybridstore.yaml (project/projectfile.py)
+        "hybridstore-lock.json",  # hybridstore.lock (project/lockfile.py)
     }
     for media_type in SUPPORTED_MEDIA_TYPES:
         assert resolve_media_type(media_type) == media_type

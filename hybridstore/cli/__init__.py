@@ -38,6 +38,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("hybridstore.cli.archive", "export", "Write refs of a layout to one OCI tar."),
     "import": ("hybridstore.cli.archive", "import_", "Import an OCI layout tar into a layout."),
     "serve": ("hybridstore.cli.serve", "serve", "Serve layouts read-only over the OCI API."),
+    "sync": ("hybridstore.cli.sync", "sync", "Make layouts match hybridstore.yaml and its lock."),
 }
 
 

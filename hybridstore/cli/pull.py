@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from hybridstore.cli.common import GlobalOptions, concurrency_option, emit_json, pass_options
+from hybridstore.cli.layout import link_mode_option
 from hybridstore.cli.remote_options import (
     credential_from,
     mirror_options,
@@ -19,7 +20,16 @@ from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import Descriptor
 from hybridstore.transfer.endpoint import BlobOutcome, Progress
 
-__all__ = ["pull"]
+__all__ = ["RichProgress", "max_manifest_size_option", "pull"]
+
+# The manifest cap of the commands that fill layouts from registries (pull, sync).
+max_manifest_size_option = click.option(
+    "--max-manifest-size",
+    default=MAX_DOCUMENT_BYTES,
+    show_default=True,
+    type=click.IntRange(MAX_DOCUMENT_BYTES),
+    help="Largest manifest accepted, in bytes.",
+)
 
 
 class RichProgress(Progress):
@@ -83,12 +93,7 @@ class RichProgress(Progress):
 @click.option("--all-platforms", is_flag=True, help="Pull every manifest of an index.")
 @concurrency_option
 @click.option("--ref-name", help="Name to record in index.json (default: the full reference).")
-@click.option(
-    "--link-mode",
-    type=click.Choice(["auto", "reflink", "hardlink", "copy"]),
-    envvar="HYBRIDSTORE_LINK_MODE",
-    help="How blobs enter the layout [env HYBRIDSTORE_LINK_MODE].",
-)
+@link_mode_option
 @click.option(
     "--include-nondistributable",
     is_flag=True,
@@ -106,13 +111,7 @@ class RichProgress(Progress):
     metavar="ARTIFACT_TYPE",
     help="With --include-referrers: only these artifact types (repeatable).",
 )
-@click.option(
-    "--max-manifest-size",
-    default=MAX_DOCUMENT_BYTES,
-    show_default=True,
-    type=click.IntRange(MAX_DOCUMENT_BYTES),
-    help="Largest manifest accepted, in bytes.",
-)
+@max_manifest_size_option
 @click.option(
     "--verify",
     is_flag=True,

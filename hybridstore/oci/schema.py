@@ -50,6 +50,7 @@ __all__ = [
     "registry",
     "resolve_media_type",
     "schema_dir",
+    "schema_validator",
     "validate_document",
     "validate_or_raise",
 ]
@@ -245,6 +246,12 @@ def _validator(schema_file: str) -> Validator:
     contents = reg.contents(SCHEMA_BASE_URI + schema_file)
     validator: Validator = cls(contents, registry=reg, format_checker=checker)
     return validator
+
+
+def schema_validator(schema_file: str) -> Validator:
+    """The validator of one bundled schema, for documents other than OCI ones (the
+    project file): the same refusal of outside references and the same format rules."""
+    return _validator(schema_file)
 
 
 # --------------------------------------------------------------------------- parsing

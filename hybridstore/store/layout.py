@@ -352,15 +352,26 @@ class OCILayout:
         """Point ``ref`` at ``desc`` (replacing any entry of that name); its blob must be here."""
         self.tag_many([(desc, ref)])
 
-    def tag_many(self, items: Iterable[tuple[Descriptor, str]], *, replace: bool = True) -> None:
+    def tag_many(
+        self,
+        items: Iterable[tuple[Descriptor, str]],
+        *,
+        replace: bool = True,
+        untag: Iterable[tuple[Descriptor, str]] = (),
+    ) -> None:
         """Tag several refs in one ``index.json`` transaction.
 
         With ``replace=False`` a name that already points at another digest is a
-        ``ConflictError`` (checked under the lock, so nothing is tagged).
+        ``ConflictError`` (checked under the lock, so nothing is tagged). ``untag``:
+        names removed in the same transaction, each only while it still points at
+        the given descriptor's digest (``sync`` removing refs it created).
         """
         named = [named_descriptor(desc, check_name(name)) for desc, name in items]
+        dropped = [(desc.digest, name) for desc, name in untag]
 
         def change(entries: list[IndexEntry]) -> None:
+            for digest, name in dropped:
+                entries[:] = [e for e in entries if name not in e.names or e.desc.digest != digest]
             for new in named:  # checked under the lock, so a concurrent gc cannot interleave
                 if not self.exists(new):
                     raise NotFoundError(

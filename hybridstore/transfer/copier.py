@@ -33,7 +33,7 @@ from hybridstore.transfer.settings import CopySettings, copy_options
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["CopySettings", "Copier", "copy_options"]
+__all__ = ["Copier"]
 
 
 class Copier:

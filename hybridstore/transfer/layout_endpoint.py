@@ -137,10 +137,19 @@ class LayoutDestination:
     A blob already in the layout or the cache is reused only while it is still
     as verified (its seal, ``fs/seal.py``), or after a re-hash; ``verify=True``
     re-hashes every reused blob. A layout blob of the right size but the wrong
-    content is replaced, never reported ``present``."""
+    content is replaced, never reported ``present``.
+
+    ``tag_root=False`` leaves the naming to the caller: ``sync`` tags all its refs
+    in one ``index.json`` transaction once every graph is in place."""
 
     def __init__(
-        self, layout: OCILayout, ref_name: str, *, partial: bool = True, verify: bool = False
+        self,
+        layout: OCILayout,
+        ref_name: str,
+        *,
+        partial: bool = True,
+        verify: bool = False,
+        tag_root: bool = True,
     ) -> None:
         self.layout = layout
         self.cache = layout.cache  # the one the layout links from, so ingest and link agree
@@ -148,6 +157,7 @@ class LayoutDestination:
         self.verify = verify
         self.keeps_partial_index = partial
         """False for a layout that will be exported: like a registry, it gets whole indexes."""
+        self.tag_root = tag_root
 
     @property
     def name(self) -> str:
@@ -239,7 +249,8 @@ class LayoutDestination:
         outcome = self.put_document(desc, raw, doc, src)
         self.cache.sync()  # the graph's cache entries are durable before index.json names it
         self.layout.record_use()  # also when every blob was present: "last used" moves
-        self.layout.tag(desc, self.ref_name)
+        if self.tag_root:
+            self.layout.tag(desc, self.ref_name)
         return outcome
 
     def _record_referrer(self, subject: Digest, referrer: Descriptor) -> None:

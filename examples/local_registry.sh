@@ -1,0 +1,34 @@
+# Sourced by the example scripts: a throwaway CNCF distribution registry on loopback.
+#
+#   source local_registry.sh
+#   start_registry "$WORK"    # sets REGISTRY=127.0.0.1:PORT and REGISTRY_PID; data in $WORK
+#   stop_registry             # idempotent; call it from the script's EXIT trap too
+
+REGISTRY_PID=""
+
+start_registry() {
+    local work=$1 port
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    REGISTRY=127.0.0.1:$port
+    cat > "$work/registry.yml" <<YML
+version: 0.1
+log: {level: error}
+storage: {filesystem: {rootdirectory: $work/registry-data}}
+http: {addr: $REGISTRY}
+YML
+    docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
+    REGISTRY_PID=$!
+    for _ in $(seq 100); do
+        python3 -c "import urllib.request; urllib.request.urlopen('http://$REGISTRY/v2/')" 2>/dev/null && break
+        sleep 0.1
+    done
+    echo "registry: http://$REGISTRY"
+}
+
+stop_registry() {
+    if [ -n "$REGISTRY_PID" ]; then
+        kill "$REGISTRY_PID" 2>/dev/null || true
+        wait "$REGISTRY_PID" 2>/dev/null || true
+    fi
+    REGISTRY_PID=""
+}
