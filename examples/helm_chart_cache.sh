@@ -36,7 +36,8 @@ log: {level: error}
 storage: {filesystem: {rootdirectory: $WORK/registry-data}}
 http: {addr: $REGISTRY}
 EOF
-docker-registry serve "$WORK/registry.yml" > "$WORK/registry.log" 2>&1 &
+# distribution reads REGISTRY_* variables as config overrides (podman's REGISTRY_AUTH_FILE too).
+env -u REGISTRY_AUTH_FILE docker-registry serve "$WORK/registry.yml" > "$WORK/registry.log" 2>&1 &
 REGISTRY_PID=$!
 for _ in $(seq 100); do
     python3 -c "import urllib.request; urllib.request.urlopen('http://$REGISTRY/v2/')" 2>/dev/null && break

@@ -16,7 +16,6 @@ first, so a doomed import does not stream gigabytes first.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -50,7 +49,7 @@ from hybridstore.oci.limits import MAX_DOCUMENT_BYTES, MAX_INDEX_BYTES, MAX_LAYO
 from hybridstore.oci.model import Descriptor, Index, parse_document
 from hybridstore.store.cache import BlobCache
 from hybridstore.store.layout import OCILayout
-from hybridstore.store.layout_files import LAYOUT_VERSION
+from hybridstore.store.layout_files import check_layout_version
 from hybridstore.store.layout_refs import names_of
 from hybridstore.store.linking import LinkMode
 
@@ -140,15 +139,9 @@ def _role(member: Member) -> str:
 
 def _check_layout_file(data: bytes) -> None:
     try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        obj = None
-    version = obj.get("imageLayoutVersion") if isinstance(obj, dict) else None
-    if version != LAYOUT_VERSION:
-        raise InvalidArchiveError(
-            f"the archive's oci-layout file has imageLayoutVersion {version!r}; this "
-            f"hybridstore imports {LAYOUT_VERSION!r}"
-        )
+        check_layout_version(data, "the archive's oci-layout file")
+    except InvalidDocumentError as e:
+        raise InvalidArchiveError(str(e)) from None
 
 
 def _parse_index(data: bytes) -> Index:

@@ -13,8 +13,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
-from hybridstore.errors import CorruptionError, StorageError
+from hybridstore.errors import CorruptionError, InvalidDocumentError, StorageError
 from hybridstore.fs.files import atomic_write_bytes, storage_error
+from hybridstore.oci.jsondoc import load_json_object
+from hybridstore.oci.limits import MAX_LAYOUT_FILE_BYTES
 
 __all__ = ["CACHE_HINT", "LAYOUT_FILE", "LAYOUT_VERSION", "create_cache", "layout_version"]
 
@@ -38,10 +40,12 @@ def layout_version(root: Path) -> int | None:
     except OSError as e:
         raise storage_error(e, "read", path, CACHE_HINT) from e
     try:
-        version = json.loads(raw)["cacheLayoutVersion"]
+        version = load_json_object(raw, what=str(path), limit=MAX_LAYOUT_FILE_BYTES)[
+            "cacheLayoutVersion"
+        ]
         if not isinstance(version, int) or isinstance(version, bool):
             raise TypeError(version)
-    except (ValueError, KeyError, TypeError) as e:
+    except (InvalidDocumentError, KeyError, TypeError) as e:
         raise CorruptionError(
             f"{path} is not a hybridstore cache layout file; delete it to let hybridstore "
             "rewrite it"

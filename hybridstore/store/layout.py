@@ -53,6 +53,7 @@ from hybridstore.fs.files import fsync_dir, storage_error
 from hybridstore.fs.locking import FileLock, acquire_visibly, cannot_lock_here
 from hybridstore.oci import mediatypes as mt
 from hybridstore.oci.digest import Digest
+from hybridstore.oci.jsondoc import load_json
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import (
     ANNOTATION_REF_NAME,
@@ -68,6 +69,8 @@ from hybridstore.store.layout_files import (
     INDEX_LOCK_FILE,
     LAYOUT_FILE,
     LAYOUT_VERSION,
+    check_index,
+    check_layout_version,
     read_file,
     read_layout_file,
     refuse_symlink,
@@ -181,17 +184,7 @@ class OCILayout:
                 f"{self.root} is not an OCI layout (no {LAYOUT_FILE} file); "
                 "create one by pulling into it or with OCILayout.create"
             )
-        raw = read_layout_file(self.layout_path, LAYOUT_FILE)
-        try:
-            obj = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise InvalidDocumentError(f"{self.layout_path} is not valid JSON: {e}") from None
-        version = obj.get("imageLayoutVersion") if isinstance(obj, dict) else None
-        if version != LAYOUT_VERSION:
-            raise InvalidDocumentError(
-                f"{self.layout_path}: unsupported imageLayoutVersion {version!r} "
-                f"(this hybridstore reads {LAYOUT_VERSION!r})"
-            )
+        check_layout_version(read_layout_file(self.layout_path, LAYOUT_FILE), self.layout_path)
         refuse_symlink(self.index_path, INDEX_FILE)
         refuse_symlink(self.blobs_path, BLOBS_DIR)
 
@@ -252,13 +245,7 @@ class OCILayout:
                 lock.release()
 
     def _read_index(self) -> tuple[dict[str, Any], list[IndexEntry]]:
-        raw = read_layout_file(self.index_path, INDEX_FILE)
-        try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise InvalidDocumentError(f"{self.index_path} is not valid JSON: {e}") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
-            raise InvalidDocumentError(f"{self.index_path} is not an image index (no manifests)")
+        doc = check_index(read_layout_file(self.index_path, INDEX_FILE), self.index_path)
         entries = []
         for i, item in enumerate(doc["manifests"]):
             desc = Descriptor.from_json(item, f"{INDEX_FILE} manifests[{i}]")
@@ -331,8 +318,8 @@ class OCILayout:
             raise NotFoundError(f"no blob {digest} in layout {self.root}")
         raw = read_file(path, "blob", MAX_DOCUMENT_BYTES)
         try:
-            obj = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+            obj = load_json(raw, what=f"blob {digest}")
+        except InvalidDocumentError:
             obj = None
         if not isinstance(obj, dict):
             raise InvalidInputError(f"{digest} is not a manifest or index; only those are tagged")
