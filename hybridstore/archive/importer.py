@@ -48,7 +48,7 @@ from hybridstore.oci.graph import complete_graph
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES, MAX_INDEX_BYTES, MAX_LAYOUT_FILE_BYTES
 from hybridstore.oci.model import Descriptor, Index, parse_document
 from hybridstore.store.cache import BlobCache
-from hybridstore.store.layout import OCILayout
+from hybridstore.store.layout import OCILayout, removed_if_failed
 from hybridstore.store.layout_files import check_layout_version
 from hybridstore.store.layout_refs import names_of
 from hybridstore.store.linking import LinkMode
@@ -309,6 +309,7 @@ def import_archive(
     ref_name: str | None = None,
     link_mode: LinkMode | str | None = None,
     limits: ImportLimits | None = None,
+    init: bool = False,
 ) -> ImportResult:
     """Import an OCI layout tar (plain, gzip or zstd) into ``layout`` through ``cache``.
 
@@ -316,14 +317,27 @@ def import_archive(
     Refs keep their archive names (``ref_name`` names a single-entry archive's
     one ref instead); a ref that already points elsewhere is a
     ``ConflictError`` unless ``overwrite``. On any error nothing is tagged;
-    blobs already verified stay in the cache (content-addressed, prunable).
+    blobs already verified stay in the cache (content-addressed, prunable), and a
+    layout directory this call created is removed again. A non-empty directory that
+    is not yet a layout is refused unless ``init``.
     """
     if isinstance(layout, OCILayout):
-        target = layout
-        blob_cache = layout.cache if cache is None else _as_cache(cache)
-    else:
+        return _import(source, layout, cache, overwrite, ref_name, limits)
+    with removed_if_failed(layout):
         blob_cache = _as_cache(cache)
-        target = OCILayout.open_or_create(layout, cache=blob_cache, link_mode=link_mode)
+        target = OCILayout.open_or_create(layout, cache=blob_cache, link_mode=link_mode, init=init)
+        return _import(source, target, blob_cache, overwrite, ref_name, limits)
+
+
+def _import(
+    source: Readable | str | os.PathLike[str],
+    target: OCILayout,
+    cache: BlobCache | str | os.PathLike[str] | None,
+    overwrite: bool,
+    ref_name: str | None,
+    limits: ImportLimits | None,
+) -> ImportResult:
+    blob_cache = target.cache if cache is None else _as_cache(cache)
     result = ImportResult()
 
     def early_check(index: Index) -> None:  # a conflict fails before the blobs stream in

@@ -9,7 +9,7 @@ import click
 
 from hybridstore.cli.cache import Size, human_size
 from hybridstore.cli.common import GlobalOptions, emit_json, pass_options
-from hybridstore.cli.layout import link_mode_option
+from hybridstore.cli.layout import init_option, link_mode_option
 from hybridstore.errors import InvalidInputError
 
 __all__ = ["export", "import_"]
@@ -102,6 +102,7 @@ def _json_text(obj: Any) -> str:
     "--ref-name", help="Name for the one entry of a single-image archive (e.g. from skopeo)."
 )
 @link_mode_option
+@init_option
 @click.option(
     "--max-entries",
     type=click.IntRange(min=1),
@@ -150,6 +151,7 @@ def import_(opts: GlobalOptions, /, archive: str, **kw: Any) -> None:
         ref_name=kw["ref_name"],
         link_mode=kw["link_mode"],
         limits=limits,
+        init=kw["init"],
     )
     if as_json := kw["as_json"]:
         emit_json(result.to_json())

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from hybridstore.cli.common import GlobalOptions, concurrency_option, emit_json, pass_options
+from hybridstore.cli.layout import init_option
 from hybridstore.cli.remote_options import (
     credential_from,
     mirror_options,
@@ -73,6 +74,7 @@ class RichProgress(Progress):
     type=click.Path(file_okay=False),
     help="Project OCI layout directory (created if missing).",
 )
+@init_option
 @click.option(
     "--platform",
     "platforms",
@@ -147,6 +149,7 @@ def pull(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
         credential=credential,
         manifest_limit=kw["max_manifest_size"],
         progress=progress,
+        init=kw["init"],
     )
     if progress is not None:
         with progress.bars:
