@@ -15,6 +15,7 @@ from typing import Final
 
 from hybridstore.errors import CorruptionError, InvalidDocumentError, StorageError
 from hybridstore.fs.files import atomic_write_bytes, storage_error
+from hybridstore.fs.realdir import real_dir
 from hybridstore.oci.jsondoc import load_json_object
 from hybridstore.oci.limits import MAX_LAYOUT_FILE_BYTES
 
@@ -58,12 +59,14 @@ def layout_version(root: Path) -> int | None:
     return version
 
 
-def create_cache(root: Path, dirs: Iterable[Path]) -> None:
-    """Create ``dirs`` and whichever of the version file, CACHEDIR.TAG (backup tools skip
-    the tree) and .gitignore are missing; existing files are left as they are."""
+def create_cache(root: Path, areas: Iterable[str]) -> None:
+    """Create the root, its ``areas`` (real directories: ``fs.realdir``) and whichever of
+    the version file, CACHEDIR.TAG (backup tools skip the tree) and .gitignore are
+    missing; existing files are left as they are."""
     try:
-        for d in dirs:
-            d.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
+        for area in areas:
+            real_dir(root, area, CACHE_HINT)
         for name, data in (
             ("CACHEDIR.TAG", _CACHEDIR_TAG),
             (".gitignore", b"*\n"),
