@@ -119,6 +119,13 @@ def _json_text(obj: Any) -> str:
     help="Refuse archives larger than this, uncompressed (e.g. 500G, 2T).",
 )
 @click.option(
+    "--max-ratio",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Refuse a compressed archive that expands more than this many times (plus 64 MiB).",
+)
+@click.option(
     "--max-index-size",
     type=Size(),
     metavar="SIZE",
@@ -134,12 +141,16 @@ def import_(opts: GlobalOptions, /, archive: str, **kw: Any) -> None:
     Every blob is verified into the shared cache and then linked into the
     layout; refs are tagged only after the whole archive checked out, all in
     one index.json update. Archives written by skopeo (oci-archive:) work too.
+    Once index.json has been read, each blob is checked against the size its
+    descriptor declares before it is written, and blobs no descriptor lists are
+    skipped.
     """
     from hybridstore.archive.importer import ImportLimits, import_archive
 
     limits = ImportLimits(
         max_entries=kw["max_entries"],
         max_size=kw["max_size"],
+        max_ratio=kw["max_ratio"],
         max_index_bytes=kw["max_index_size"],
     )
     source: Any = sys.stdin.buffer if archive == "-" else archive

@@ -396,7 +396,8 @@ class BlobCache:
         and digest before publishing. Raises ``DigestMismatchError`` /
         ``SizeMismatchError`` (nothing published), ``StorageError`` (disk full,
         not writable), ``LockTimeoutError``, ``UnsupportedAlgorithmError``, or
-        whatever the source raises (a resumable partial is kept).
+        whatever the source raises (a resumable partial is kept, unless the source
+        raised ``InvalidInputError``: its bytes are not to be continued).
         """
         result = self._ingest(digest, size, source, wait=True)
         assert result is not None  # only an ingest that does not wait gives up
@@ -540,8 +541,8 @@ class BlobCache:
             return IngestResult(
                 digest, sink.size, final, True, transferred, resumed_from, restarted
             )
-        except (IntegrityError, StorageError):
-            raise
+        except (IntegrityError, StorageError, InvalidInputError):
+            raise  # bytes that failed, or a source that is not to be trusted: not resumed
         except BaseException:
             if resumable:  # keep what arrived for the next holder of the lock
                 try:
