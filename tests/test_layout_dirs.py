@@ -130,6 +130,7 @@ def unsupported_layouts(b: LayoutBuilder) -> dict[str, Callable[[], None]]:
         "oci-layout 2.0.0": lambda: layout.write_text('{"imageLayoutVersion":"2.0.0"}'),
         "deep index.json": lambda: index.write_bytes(DEEP),
         "deep oci-layout": lambda: layout.write_bytes(DEEP[:20_000] + DEEP[-20_000:]),
+        "truncated index.json": lambda: index.write_bytes(index.read_bytes()[:-3]),
         "repeated key": lambda: index.write_text(
             '{"schemaVersion":2,"schemaVersion":2,"manifests":[]}'
         ),
@@ -137,29 +138,32 @@ def unsupported_layouts(b: LayoutBuilder) -> dict[str, Callable[[], None]]:
 
 
 CASES = ["index schemaVersion 3", "index of another media type", "oci-layout 2.0.0",
-         "deep index.json", "deep oci-layout", "repeated key"]  # fmt: skip
+         "deep index.json", "deep oci-layout", "truncated index.json", "repeated key"]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_every_command_refuses_an_unsupported_layout(
     pushed: str, oci_builder: Callable[..., LayoutBuilder], tmp_path: Path, case: str
 ) -> None:
+    """Every command reads a layout through the same two checks: all of them are run on
+    the version cases, the first (a writer) on the malformed ones."""
     b = oci_builder("l")
     img = b.image("registry.example.com/a:1")
     unsupported_layouts(b)[case]()
     before = {p: p.read_bytes() for p in (b.path / "index.json", b.path / "oci-layout")}
     path = str(b.path)
-    for args in (
-        ["refs", "--layout", path],
+    commands = [
         ["tag", "--layout", path, img.digest, "registry.example.com/a:2"],
+        ["refs", "--layout", path],
         ["pull", "--plain-http", "--layout", path, pushed],
         ["export", "--layout", path, "-o", str(tmp_path / "x.tar")],
         ["inspect", "--layout", path, "registry.example.com/a:1"],
-    ):
+    ]
+    for args in commands if case in ("index schemaVersion 3", "oci-layout 2.0.0") else commands[:1]:
         done = hs(*args)
         assert_one_line(done, 10)
-        assert any(w in done.stderr for w in ("unsupported", "too deeply nested", "repeats",
-                                              "not an image index")), done.stderr  # fmt: skip
+        words = ("unsupported", "too deeply nested", "repeats", "not an image", "not valid JSON")
+        assert any(w in done.stderr for w in words), done.stderr
     assert {p: p.read_bytes() for p in before} == before  # nothing was rewritten
 
 
@@ -178,3 +182,27 @@ def test_import_refuses_an_archive_with_a_deep_index(
               str(tmp_path / "dest"))  # fmt: skip
     assert_one_line(done, 10, "too deeply nested")
     assert not (tmp_path / "dest").exists()
+
+
+def test_an_absurd_declared_size_is_refused_before_anything_is_read(
+    oci_builder: Callable[..., LayoutBuilder], tmp_path: Path
+) -> None:
+    """Fault case 17: a manifest descriptor of 2^62 bytes is over the document cap, so it is
+    refused on its size alone: by a layout reader, and by import before a byte is written."""
+    b = oci_builder("l")
+    b.image("registry.example.com/a:1")
+    index = json.loads((b.path / "index.json").read_text())
+    index["manifests"][0]["size"] = 1 << 62
+    (b.path / "index.json").write_text(json.dumps(index))
+    done = hs("inspect", "--layout", str(b.path), "registry.example.com/a:1")
+    assert_one_line(done, 10, str(1 << 62))
+    archive = tmp_path / "absurd.tar"
+    with tarfile.open(archive, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name in ("oci-layout", "index.json"):
+            tar.add(b.path / name, name)
+        manifest = b.path / "blobs/sha256" / index["manifests"][0]["digest"].split(":")[1]
+        tar.add(manifest, f"blobs/sha256/{manifest.name}")
+    with pytest.raises(InvalidArchiveError, match="but its descriptor declares"):
+        import_archive(archive, tmp_path / "dest", cache=tmp_path / "cache")
+    written = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.stat().st_size]
+    assert [p.name for p in written if p.parent.name != "cache"] == []  # no blob, no partial
