@@ -22,8 +22,9 @@ from hybridstore.errors import DigestMismatchError, InvalidDocumentError, Regist
 from hybridstore.oci import mediatypes as mt
 from hybridstore.oci.digest import Digest
 from hybridstore.oci.reference import Reference
-from hybridstore.pull import RegistryClients, pull
+from hybridstore.pull import pull
 from hybridstore.push import push
+from hybridstore.remote.clients import RegistryClients
 from hybridstore.remote.transport import TransportOptions
 from hybridstore.store.layout import OCILayout
 
