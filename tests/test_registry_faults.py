@@ -1,12 +1,14 @@
 """Registry answers that lie or page, met through the fault proxy in front of the real
 registry (only for the lie itself): a manifest stored as other bytes, a Content-Type that
-disagrees with the body, tag-list pagination, and a killed pull resumed with Range."""
+disagrees with the body, tag-list pagination, a killed pull resumed with Range; and foreign
+layer URLs that must never be contacted."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,17 +17,20 @@ from pathlib import Path
 
 import pytest
 from support.faultproxy import FaultProxy
-from support.oci_builder import LayoutBuilder, push_built
+from support.oci_builder import Blob, LayoutBuilder, canonical_json, push_built
 from support.registry import Registry
 
+from hybridstore.copy import copy
 from hybridstore.errors import DigestMismatchError, InvalidDocumentError, RegistryError
 from hybridstore.oci import mediatypes as mt
 from hybridstore.oci.digest import Digest
+from hybridstore.oci.model import Descriptor
 from hybridstore.oci.reference import Reference
 from hybridstore.pull import pull
 from hybridstore.push import push
 from hybridstore.remote.clients import RegistryClients
 from hybridstore.remote.transport import TransportOptions
+from hybridstore.store.cache import BlobCache
 from hybridstore.store.layout import OCILayout
 
 pytestmark = pytest.mark.registry
@@ -130,3 +135,35 @@ def test_a_killed_pull_is_resumed_with_a_range_request(
     ranged = [r.header("Range") for r in fault_proxy.requests if layer.digest in r.path]
     assert any(r and r.startswith("bytes=") and r != "bytes=0-" for r in ranged), ranged
     assert OCILayout.open(tmp_path / "l").resolve(ref).digest == Digest.parse(built.manifest.digest)
+
+
+def test_foreign_layer_urls_are_never_fetched_by_default(
+    oci_builder: Callable[..., LayoutBuilder], tmp_path: Path, tmp_cache: Path
+) -> None:
+    """Fault case 30 (CVE-2020-15157): a non-distributable layer whose ``urls`` point at
+    another host is not fetched (so no credential can be sent there): the copy skips it,
+    and the host never sees a connection."""
+    evil = socket.socket()
+    evil.bind(("127.0.0.1", 0))
+    evil.listen(8)
+    evil.setblocking(False)
+    b = oci_builder("src")
+    base = b.image("base", layers=1)
+    layer = Blob(mt.OCI_LAYER_NONDIST_TAR_GZIP, b"foreign layer bytes")
+    manifest = Blob(mt.OCI_MANIFEST, canonical_json({
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "config": base.config.descriptor(),
+        "layers": [layer.descriptor(urls=[f"http://127.0.0.1:{evil.getsockname()[1]}/x"])],
+    }))  # fmt: skip
+    src = OCILayout.open(b.path, cache=BlobCache(tmp_cache))
+    desc = Descriptor.from_json(manifest.descriptor(), "manifest")
+    src.push_bytes(desc, manifest.data)
+    src.tag(desc, "foreign")
+    result = copy(f"oci:{b.path}:foreign", f"oci:{tmp_path / 'dst'}:foreign", cache=tmp_cache)
+    assert str(result.digest) == manifest.digest
+    dst = OCILayout.open(tmp_path / "dst")
+    assert not dst.exists(Descriptor.from_json(layer.descriptor(), "layer"))
+    with pytest.raises(BlockingIOError):
+        evil.accept()  # nobody connected
+    evil.close()
