@@ -206,3 +206,15 @@ def test_an_absurd_declared_size_is_refused_before_anything_is_read(
         import_archive(archive, tmp_path / "dest", cache=tmp_path / "cache")
     written = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.stat().st_size]
     assert [p.name for p in written if p.parent.name != "cache"] == []  # no blob, no partial
+
+
+def test_a_failed_copy_into_a_new_layout_leaves_nothing(
+    oci_builder: Callable[..., LayoutBuilder], tmp_path: Path
+) -> None:
+    b = oci_builder("src")
+    img = b.image("a", layers=1)
+    b.blob_path(img.layers[0].digest).unlink()  # the source cannot deliver its layer
+    done = hs("--cache", str(tmp_path / "cache"), "copy", f"oci:{b.path}:a",
+              f"oci:{tmp_path / 'new' / 'dst'}:a")  # fmt: skip
+    assert_one_line(done, 4)
+    assert not (tmp_path / "new").exists()
