@@ -4,6 +4,8 @@ real directory there. Planted symlinks are refused (or replaced when that loses 
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 from hybridstore.errors import StorageError
 from hybridstore.oci.digest import Digest
 from hybridstore.store.cache import BlobCache
+from hybridstore.store.cache_admin import prune_cache
 
 DATA = b"confined blob\n"
 DIGEST = Digest.parse("sha256:" + hashlib.sha256(DATA).hexdigest())
@@ -107,3 +110,20 @@ def test_cli_reports_a_symlinked_area_in_one_line(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 11, done.stderr
     assert done.stderr.count("\n") == 1 and "is a symlink" in done.stderr
+
+
+def test_prune_never_sweeps_through_a_symlinked_area(tmp_path: Path) -> None:
+    """Prune deletes stale files in ingest/ and locks/: through a planted link those
+    would be someone else's files."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "sha256-old.partial"
+    victim.write_text("not the cache's")
+    os.utime(victim, (0, 0))  # as stale as can be
+    cache = tmp_path / "cache"
+    BlobCache(cache).ingest_bytes(DIGEST, DATA)
+    shutil.rmtree(cache / "ingest")
+    (cache / "ingest").symlink_to(outside)
+    with pytest.raises(StorageError, match="ingest is a symlink"):
+        prune_cache(BlobCache(cache), older_than=0)
+    assert victim.read_text() == "not the cache's"
