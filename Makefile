@@ -9,7 +9,16 @@ APT_PKGS := docker-registry skopeo umoci xfsprogs curl time
 demo: venv
 	$(BIN)/python examples/demo.py
 
+# The suite under coverage, CLI subprocesses included; the report ends with the total
+# (statements and branches).
 test: deps venv lint
+	rm -f .coverage .coverage.*
+	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/coverage run -m pytest -q -p no:cacheprovider
+	$(BIN)/coverage combine -q
+	$(BIN)/coverage report
+
+# The suite alone, without coverage (faster while iterating).
+unit: venv
 	$(BIN)/pytest -q -p no:cacheprovider
 
 lint: venv

@@ -16,7 +16,8 @@ log: {level: error}
 storage: {filesystem: {rootdirectory: $work/registry-data}}
 http: {addr: $REGISTRY}
 YML
-    docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
+    # distribution reads REGISTRY_* variables as config overrides (podman's REGISTRY_AUTH_FILE too).
+    env -u REGISTRY_AUTH_FILE docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
     REGISTRY_PID=$!
     for _ in $(seq 100); do
         python3 -c "import urllib.request; urllib.request.urlopen('http://$REGISTRY/v2/')" 2>/dev/null && break

@@ -78,7 +78,8 @@ storage:
 http:
   addr: $REGISTRY
 EOF
-docker-registry serve "$WORK/registry/config.yml" >"$WORK/registry/log" 2>&1 &
+# distribution reads REGISTRY_* variables as config overrides (podman's REGISTRY_AUTH_FILE too).
+env -u REGISTRY_AUTH_FILE docker-registry serve "$WORK/registry/config.yml" >"$WORK/registry/log" 2>&1 &
 PIDS+=($!)
 wait_for 15 curl -fsS "http://$REGISTRY/v2/"
 echo "local registry at $REGISTRY"

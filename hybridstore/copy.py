@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hybridstore.store.cache import BlobCache
-from hybridstore.store.layout import OCILayout
+from hybridstore.store.layout import OCILayout, removed_if_failed
 from hybridstore.transfer.copier import Copier
 from hybridstore.transfer.engine import CopyResult
 from hybridstore.transfer.locator import Location, parse_location
@@ -61,6 +61,10 @@ def _copy(copier: Copier, src: Location, dst: Location) -> CopyResult:
             )
             import_archive(src.path, into, cache=copier.cache, link_mode=copier.link_mode)
             src = Location("layout", path=staged, name=src.name)
+        if dst.kind == "layout":
+            assert dst.path is not None
+            with removed_if_failed(dst.path):  # a new layout directory is not left half made
+                return copier.copy(src, dst)
         if dst.kind != "archive":
             return copier.copy(src, dst)
         from hybridstore.archive.export import export_to_path

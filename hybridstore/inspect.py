@@ -9,13 +9,13 @@ one of its manifests.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from hybridstore.errors import InvalidInputError
+from hybridstore.errors import InvalidDocumentError, InvalidInputError
 from hybridstore.oci.helm import ChartInfo, chart_info, is_chart
+from hybridstore.oci.jsondoc import load_json
 from hybridstore.oci.limits import MAX_CHART_CONFIG_BYTES, MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import Descriptor, Index, Manifest, Platform, parse_document
 from hybridstore.oci.platforms import select_platforms
@@ -42,7 +42,7 @@ class InspectResult:
         out: dict[str, Any] = {
             "reference": self.reference,
             "descriptor": self.descriptor.to_json(),
-            "manifest": json.loads(self.raw),
+            "manifest": doc.json,
         }
         if isinstance(doc, Index):
             out["platforms"] = self.platforms
@@ -52,8 +52,8 @@ class InspectResult:
             out["chart"] = self.chart.to_json()
         if self.config is not None:
             try:
-                out["config"] = json.loads(self.config)
-            except (ValueError, UnicodeDecodeError):
+                out["config"] = load_json(self.config, what="config", limit=MAX_CHART_CONFIG_BYTES)
+            except InvalidDocumentError:
                 out["config"] = None  # not JSON: shown only with --config --raw
         return out
 

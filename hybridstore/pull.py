@@ -9,17 +9,14 @@ Example::
 
 from __future__ import annotations
 
-import logging
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hybridstore.errors import HybridstoreError
 from hybridstore.oci.reference import Reference
 from hybridstore.store.cache import BlobCache
-from hybridstore.store.layout import OCILayout
+from hybridstore.store.layout import OCILayout, removed_if_failed
 from hybridstore.store.linking import LinkMode
 from hybridstore.transfer.engine import CopyResult
 from hybridstore.transfer.settings import copy_options
@@ -28,8 +25,6 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from hybridstore.transfer.settings import CopySettings
-
-log = logging.getLogger("hybridstore.pull")
 
 __all__ = ["PullResult", "pull", "pull_many"]
 
@@ -42,6 +37,7 @@ def pull_many(
     layout: str | os.PathLike[str] | OCILayout,
     ref_name: str | None = None,
     offline: bool = False,
+    init: bool = False,
     **settings: Unpack[CopySettings],
 ) -> list[PullResult]:
     """Pull each reference into ``layout`` through the shared cache; ``settings`` as
@@ -50,42 +46,41 @@ def pull_many(
     All references share one connection pool and one set of worker pools. ``ref_name``
     (the name recorded in the layout, default the full reference) only makes sense
     with a single reference. A ``layout`` given as an ``OCILayout`` links from the
-    cache it was opened with. ``offline`` opens no socket and loads no part of the
-    registry client (see ``transfer.offline``): digests come from the cache, tags
-    from the target layout or the most recently used known layout holding exactly
-    that reference.
+    cache it was opened with. A non-empty directory that is not yet a layout is
+    refused unless ``init``; a layout directory this call creates is removed again if
+    the pull fails. ``offline`` opens no socket and loads no part of the registry
+    client (see ``transfer.offline``): digests come from the cache, tags from the
+    target layout or the most recently used known layout holding exactly that
+    reference.
     """
     parsed = [Reference.parse(r) for r in refs]
     if offline:
-        return _pull_offline(parsed, layout, ref_name, settings)
+        return _pull_offline(parsed, layout, ref_name, init, settings)
     from hybridstore.transfer.copier import Copier  # the registry client loads here
 
     with Copier(**settings) as copier:
         # Sources first: credentials are resolved before the layout exists.
         sources = [copier.registry_source(ref) for ref in parsed]
-        new_dir = None if isinstance(layout, OCILayout) else Path(layout)
-        if new_dir is not None and new_dir.exists():
-            new_dir = None
-        target = (
-            layout
-            if isinstance(layout, OCILayout)
-            else OCILayout.open_or_create(layout, cache=copier.cache, link_mode=copier.link_mode)
-        )
-        try:
+        if isinstance(layout, OCILayout):
+            return [
+                copier.run(src, copier.layout_destination(layout, ref_name or src.display))
+                for src in sources
+            ]
+        with removed_if_failed(layout):
+            target = OCILayout.open_or_create(
+                layout, cache=copier.cache, link_mode=copier.link_mode, init=init
+            )
             return [
                 copier.run(src, copier.layout_destination(target, ref_name or src.display))
                 for src in sources
             ]
-        except BaseException:
-            if new_dir is not None:
-                _remove_if_untagged(target, new_dir)
-            raise
 
 
 def _pull_offline(
     parsed: Sequence[Reference],
     layout: str | os.PathLike[str] | OCILayout,
     ref_name: str | None,
+    init: bool,
     settings: CopySettings,
 ) -> list[PullResult]:
     """Every reference is resolved and checked complete on this machine before the
@@ -108,32 +103,25 @@ def _pull_offline(
     origins = [offline_origin(ref, existing, blob_cache) for ref in parsed]
     for origin in origins:
         check_complete(origin, existing, blob_cache, options)
-    target = existing or OCILayout.create(Path(str(layout)), cache=blob_cache, link_mode=mode)
-    results = []
-    with BlobPools(options.concurrency) as pools:
-        for ref, origin in zip(parsed, origins, strict=True):
-            dst = LayoutDestination(target, ref_name or str(ref), verify=options.verify)
-            result = copy_graph(
-                origin.source,
-                origin.ref,
-                dst,
-                options,
-                settings.get("progress"),
-                pools,
-                reference=str(ref),
-            )
-            result.resolved_from = origin.note
-            results.append(result)
-    return results
-
-
-def _remove_if_untagged(layout: OCILayout, root: Path) -> None:
-    """Undo a layout this call created when the pull failed before tagging anything."""
-    try:
-        if not layout.refs():
-            shutil.rmtree(root)
-    except (OSError, HybridstoreError) as e:
-        log.warning("could not remove the unfinished layout %s: %s", root, e)
+    root = existing.root if existing is not None else Path(str(layout))
+    with removed_if_failed(root):
+        target = existing or OCILayout.create(root, cache=blob_cache, link_mode=mode, init=init)
+        results = []
+        with BlobPools(options.concurrency) as pools:
+            for ref, origin in zip(parsed, origins, strict=True):
+                dst = LayoutDestination(target, ref_name or str(ref), verify=options.verify)
+                result = copy_graph(
+                    origin.source,
+                    origin.ref,
+                    dst,
+                    options,
+                    settings.get("progress"),
+                    pools,
+                    reference=str(ref),
+                )
+                result.resolved_from = origin.note
+                results.append(result)
+        return results
 
 
 def pull(
@@ -142,7 +130,10 @@ def pull(
     layout: str | os.PathLike[str] | OCILayout,
     ref_name: str | None = None,
     offline: bool = False,
+    init: bool = False,
     **settings: Unpack[CopySettings],
 ) -> PullResult:
     """Pull one reference into ``layout``; as ``pull_many``."""
-    return pull_many([ref], layout=layout, ref_name=ref_name, offline=offline, **settings)[0]
+    return pull_many(
+        [ref], layout=layout, ref_name=ref_name, offline=offline, init=init, **settings
+    )[0]

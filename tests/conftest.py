@@ -3,7 +3,12 @@
 Import helpers in test modules as ``from support.oci_builder import ...``
 (``tests/`` is on ``sys.path`` because it has no ``__init__.py``; keep it so).
 
-Fixtures (all lazy; nothing here is autouse):
+Autouse: ``isolated_env`` points HOME, XDG_*, DOCKER_CONFIG, REGISTRY_AUTH_FILE and the
+cache at empty temp dirs for every test, so no test reads the developer's credentials or
+writes into their real cache; and in-process name resolution answers only ``localhost`` and
+address literals, so no test depends on a resolver (other names fail as offline ones do).
+
+Fixtures (lazy):
     registry          session-scoped plain-HTTP ``docker-registry`` (shared: use ``repo_name``)
     registry_factory  function-scoped: ``registry_factory(auth="basic"|"token", tls=True, ...)``
     registry_content  session-scoped sample image/index/chart/artifact/referrer in ``registry``
@@ -20,10 +25,12 @@ Markers ``registry``, ``skopeo``, ``umoci`` skip a test when that peer is missin
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -51,6 +58,45 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     for marker, binary in _MARKER_BINARIES.items():
         if item.get_closest_marker(marker) is not None and shutil.which(binary) is None:
             pytest.skip(f"{binary} is not installed (test is marked {marker!r})")
+
+
+_ISOLATED_DIRS = {
+    "HOME": "home",
+    "XDG_CACHE_HOME": "xdg-cache",
+    "XDG_CONFIG_HOME": "xdg-config",
+    "XDG_DATA_HOME": "xdg-data",
+    "XDG_STATE_HOME": "xdg-state",
+    "XDG_RUNTIME_DIR": "xdg-runtime",
+    "DOCKER_CONFIG": "docker",
+    "HYBRIDSTORE_CACHE_DIR": "hybridstore-cache",
+}
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test (and every subprocess it starts) sees an empty home: no real credentials,
+    no real cache, no real registries.conf overrides. Outside ``tmp_path`` so tests that list
+    their own temp dir see only what they made. Returns the directory holding them all."""
+    root = tmp_path_factory.mktemp("env")
+    for var, name in _ISOLATED_DIRS.items():
+        (root / name).mkdir(mode=0o700)
+        monkeypatch.setenv(var, str(root / name))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(root / "auth.json"))  # absent: no credentials
+    monkeypatch.setattr(socket, "getaddrinfo", _offline_getaddrinfo)
+    return root
+
+
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _offline_getaddrinfo(host: str | bytes | None, *args: object, **kwargs: object) -> object:
+    name = (host.decode() if isinstance(host, bytes) else host or "").strip("[]").rstrip(".")
+    try:
+        ipaddress.ip_address(name.split("%")[0])
+    except ValueError:
+        if name.lower() != "localhost" and not name.lower().endswith(".localhost"):
+            raise socket.gaierror(socket.EAI_NONAME, f"tests resolve no names ({name})") from None
+    return _real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")

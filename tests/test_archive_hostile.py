@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import subprocess
 import sys
@@ -398,3 +399,79 @@ def test_a_million_regular_entries_fail_at_the_first(sandbox: Path) -> None:
     with pytest.raises(HybridstoreError, match="digest mismatch"):
         import_archive(files, sandbox / "dest", cache=sandbox / "cache")
     assert files.i < 10
+
+
+# --- import writes no more than the archive declares ----------------------------------------
+
+
+def ordered(valid: Valid) -> list[str]:
+    """Blob names parents first (as ``hybridstore export`` writes them), after index.json."""
+    image = next(iter(valid.builder.refs.values()))
+    return [f"blobs/sha256/{b.hex}" for b in (image.manifest, image.config, *image.layers)]
+
+
+def test_a_blob_larger_than_its_descriptor_is_refused_before_a_byte_is_written(
+    valid: Valid, sandbox: Path
+) -> None:
+    """A 2 GiB entry (a hole in a sparse file) under a layer's name: its descriptor says
+    otherwise, so import stops at the header instead of streaming 2 GiB to ingest/."""
+    names = ordered(valid)
+    archive = sandbox / "lying.tar"
+    with open(archive, "wb") as f:
+        for name in ("oci-layout", "index.json", names[0], names[1]):
+            f.write(entry(name, valid.members[name]))
+        f.write(entry(names[2], size=2 * GiB))
+        f.truncate(f.tell() + 2 * GiB + len(END))
+    before = snapshot(sandbox, ("cache", "dest"))
+    with pytest.raises(InvalidArchiveError, match="is 2147483648 bytes, but its descriptor"):
+        import_archive(archive, sandbox / "dest", cache=sandbox / "cache")
+    assert_clean(sandbox, before, sandbox / "cache", sandbox / "dest")
+
+
+def test_blobs_no_descriptor_lists_are_skipped_unwritten(valid: Valid, sandbox: Path) -> None:
+    names = ordered(valid)
+    stray = b"listed by nothing\n"
+    stray_name = "blobs/sha256/" + hashlib.sha256(stray).hexdigest()
+    chunks = [entry(n, valid.members[n]) for n in ("oci-layout", "index.json", *names)]
+    archive = sandbox / "stray.tar"
+    archive.write_bytes(b"".join(chunks) + entry(stray_name, stray) + END)
+    result = import_archive(archive, sandbox / "dest", cache=sandbox / "cache")
+    assert result.blobs_unlisted == 1 and result.blobs_ingested == len(names)
+    assert not (sandbox / "cache" / stray_name).exists()
+
+
+def test_blobs_before_their_manifest_need_a_file_not_a_stream(
+    valid: Valid, sandbox: Path
+) -> None:
+    """Children first (a layout tarred in directory order): a file is read again for them,
+    each checked against its now-known size; a stream cannot be, and says so."""
+    names = ordered(valid)
+    chunks = [entry(n, valid.members[n]) for n in ("oci-layout", "index.json", *reversed(names))]
+    data = b"".join(chunks) + END
+    archive = sandbox / "children-first.tar"
+    archive.write_bytes(data)
+    result = import_archive(archive, sandbox / "dest", cache=sandbox / "file-cache")
+    assert len(result.refs) == 1 and result.blobs_unlisted == 0
+    with pytest.raises(InvalidArchiveError, match="import it from a file instead"):
+        import_archive(io.BytesIO(data), sandbox / "dest2", cache=sandbox / "cache")
+    assert not (sandbox / "dest2").exists()
+
+
+def test_a_compressed_archive_expands_proportionately_at_most(
+    valid: Valid, sandbox: Path
+) -> None:
+    """The default cap without --max-size: 1 GiB of zeros declared as one blob (index.json
+    last, as skopeo writes it, so no descriptor is known) stops at 100x its gzip bytes."""
+    zeros = gzip.compress(bytes(64 << 20), compresslevel=1, mtime=0)
+    archive = sandbox / "ratio.tar.gz"
+    with open(archive, "wb") as f:
+        head = entry("oci-layout", valid.members["oci-layout"])
+        head += entry("blobs/sha256/" + "b" * 64, size=GiB)  # the header; zeros follow
+        f.write(gzip.compress(head, mtime=0))
+        for _ in range(16):
+            f.write(zeros)
+    before = snapshot(sandbox, ("dest-cache", "dest"))
+    error, rss_kib = import_measuring_rss(archive, sandbox / "dest")
+    assert error.startswith("InvalidArchiveError") and "expands more than 100 times" in error
+    assert rss_kib < 200 * 1024
+    assert_clean(sandbox, before, sandbox / "dest-cache", sandbox / "dest")

@@ -15,6 +15,7 @@ import logging
 import os
 import pty
 import select
+import socket
 import subprocess
 import sys
 import threading
@@ -206,13 +207,43 @@ def test_check_realm(realm: str, registry: str, scheme: str, allowed: bool) -> N
         ("[::1]", True),
         ("169.254.1.1", True),
         ("::", True),
+        ("127.8.9.10", True),
+        ("169.254.169.254", True),
         ("192.168.1.1", False),
+        ("10.0.0.1", False),
         ("8.8.8.8", False),
-        ("no-such-host.invalid", False),
+        ("registry.example.com", False),
     ],
 )
 def test_is_local_host(host: str, local: bool) -> None:
-    assert is_local_host(host) is local
+    # resolve=False: literals and localhost names are decided without a resolver.
+    assert is_local_host(host, resolve=False) is local
+
+
+@pytest.mark.parametrize(
+    ("answers", "local"),
+    [
+        (["127.0.0.1"], True),
+        (["203.0.113.7", "fe80::1%eth0"], True),  # any local answer counts (regclient)
+        (["203.0.113.7"], False),
+        (OSError("name does not resolve"), False),
+    ],
+)
+def test_is_local_host_by_resolution(
+    monkeypatch: pytest.MonkeyPatch, answers: list[str] | OSError, local: bool
+) -> None:
+    """A name counts as local when it resolves to a local address; no real DNS is asked."""
+    asked: list[str] = []
+
+    def getaddrinfo(host: str, *_: object, **__: object) -> list[tuple[object, ...]]:
+        asked.append(host)
+        if isinstance(answers, OSError):
+            raise answers
+        return [(0, 0, 0, "", (ip, 0)) for ip in answers]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    assert is_local_host("Registry.Example.COM.") is local
+    assert asked == ["registry.example.com"]
 
 
 @pytest.mark.parametrize(
@@ -427,7 +458,7 @@ def test_concurrent_401s_fetch_one_token(tokens: TokenEnv) -> None:
     results: list[int] = []
 
     def worker() -> None:
-        barrier.wait()
+        barrier.wait(timeout=30)
         results.append(send(auth, tags_url(tokens.registry), scope).status_code)
 
     threads = [threading.Thread(target=worker) for _ in range(8)]

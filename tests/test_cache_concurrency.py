@@ -206,11 +206,10 @@ def test_prune_during_an_ingest_loop(tmp_path: Path) -> None:
                 removed.extend(report.removed)
             after(f"pruned-{step}")  # the loop uses every blob again between prunes
         after("stop")  # one full pass after the last prune...
-        done = read_until("done")
+        read_until("done")  # a whole pass of the loop ran after the last prune
         assert loop.wait(timeout=60) == 0, "a reader or writer in the loop failed"
     finally:
         reap([loop])
-    assert int(done.split()[1]) >= 0
     for seed in cold:
         assert not cache.exists(blobs[seed]), "an unused old blob survived --older-than"
     for seed in hot:

@@ -109,7 +109,7 @@ def test_threads_publishing_while_others_sync(tmp_path: Path) -> None:
 
     def work(k: int) -> None:
         try:
-            start.wait()
+            start.wait(timeout=30)
             for i in range(k * 25, (k + 1) * 25):
                 cache.ingest_bytes(*_blob(i))
                 if i % 5 == 0:
@@ -121,8 +121,8 @@ def test_threads_publishing_while_others_sync(tmp_path: Path) -> None:
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
-    assert errors == []
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads) and errors == []
     cache.sync()
     assert cache.unsynced_dirs == frozenset()
     assert all(cache.exists(_blob(i)[0]) for i in range(200))

@@ -100,11 +100,11 @@ def test_a_waiter_stops_when_the_holder_publishes_not_when_it_lets_go(
     try:
         expect_line(holder, "locked")
         waiter.start()
-        waiting.wait()  # the waiter is in its wait loop...
+        assert waiting.wait(timeout=30), "the waiter never reached its wait loop"
         tell(holder, "publish")
         expect_line(holder, "published")  # ...and the holder publishes, but keeps the lock
-        waiter.join()  # a waiter that needed the lock would time out here (10 s)
-        assert errors == []
+        waiter.join(timeout=30)  # a waiter that needed the lock would time out here (10 s)
+        assert not waiter.is_alive() and errors == []
         assert results[0].fetched is False and source.calls == []
         tell(holder, "release")
         expect_line(holder, "released")
@@ -112,7 +112,7 @@ def test_a_waiter_stops_when_the_holder_publishes_not_when_it_lets_go(
         logger.removeHandler(flag)
         logger.setLevel(old_level)
         reap([holder])
-        waiter.join()
+        waiter.join(timeout=30)
 
 
 class _ReleaseAfter(Progress):

@@ -224,6 +224,7 @@ def test_missing_config_means_anonymous(env: Env) -> None:
         '{"auths": []}',
         '{"auths": {"reg.example": {"auth": "%%%not-base64"}}}',
         '{"auths": {"reg.example": {"auth": "' + b64("no-colon") + '"}}}',
+        '{"auths": ' + "[" * 100_000 + "]" * 100_000 + "}",  # nested too deeply
     ],
 )
 def test_broken_config_is_a_clear_error(env: Env, content: str) -> None:

@@ -317,26 +317,57 @@ def test_cli_pull_json_summary_and_bad_reference_exit_code(
     assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
 
 
+def cache_files(cache: Path) -> list[str]:
+    """Every file the cache holds outside its bookkeeping (blobs and ingest partials)."""
+    return sorted(
+        str(p.relative_to(cache))
+        for sub in ("blobs", "ingest")
+        for p in (cache / sub).rglob("*")
+        if p.is_file()
+    )
+
+
+@pytest.mark.parametrize("part", ["layer", "manifest"])
 def test_digest_mismatch_from_a_lying_registry_publishes_nothing(
+    fault_proxy: FaultProxy,
     registry: Registry,
     oci_builder: Callable[..., LayoutBuilder],
     repo_name: str,
     tmp_cache: Path,
     tmp_path: Path,
+    part: str,
 ) -> None:
-    # Pulling by a digest the registry does not hold under that content: the
-    # requested digest is the truth, whatever the registry says.
-    built = oci_builder().image("v1")
+    """The registry answers with other bytes of the same length (every time, so retries
+    meet the same lie): the requested digest is the truth, so nothing is published."""
+    built = oci_builder().image("v1", layers=1)
     push(built, registry, f"{repo_name}:v1")
-    wrong = "sha256:" + "0" * 64
-    with pytest.raises((NotFoundError, DigestMismatchError)):
+    blob = built.layers[0] if part == "layer" else built.manifest
+    lie = bytes(b ^ 0x01 for b in blob.data)
+    kind = "blobs" if part == "layer" else "manifests"
+    fault = fault_proxy.fail(
+        f"/{kind}/{blob.digest}",
+        200,
+        method="GET",
+        times=None,
+        headers={"Content-Type": blob.media_type, "Docker-Content-Digest": blob.digest},
+        body=lie,
+    )
+    layout = tmp_path / "l"
+    with pytest.raises(DigestMismatchError) as err:
         pull(
-            f"{registry.host_port}/{repo_name}@{wrong}",
-            layout=tmp_path / "l",
+            f"{fault_proxy.host_port}/{repo_name}@{built.digest}",
+            layout=layout,
             cache=tmp_cache,
             transport=PLAIN,
         )
-    assert built.digest != wrong
+    assert fault.hits >= 1
+    assert blob.digest in str(err.value)
+    published = [f for f in cache_files(tmp_cache) if f.startswith("blobs/")]
+    assert f"blobs/sha256/{blob.digest.split(':')[1]}" not in published
+    assert not [f for f in cache_files(tmp_cache) if f.startswith("ingest/")]
+    if part == "manifest":
+        assert published == []  # nothing below a manifest that failed is fetched
+    assert not (layout / "index.json").exists() or OCILayout.open(layout).entries() == []
 
 
 @pytest.mark.skopeo

@@ -25,8 +25,8 @@ from hybridstore.errors import (
 )
 from hybridstore.oci import mediatypes as mt
 from hybridstore.oci.digest import Digest
+from hybridstore.oci.limits import MAX_JSON_DEPTH
 from hybridstore.oci.schema import (
-    MAX_DEPTH,
     MAX_PROBLEMS,
     SCHEMA_BASE_URI,
     SUPPORTED_MEDIA_TYPES,
@@ -195,19 +195,22 @@ def test_installed_wheel_layout_prefers_bundled_schemas(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- hostile input
 
 
+TOO_DEEP = f"document is too deeply nested (more than {MAX_JSON_DEPTH} levels); refusing it"
+
+
 @pytest.mark.parametrize("depth", [10_000, 100_000])
 def test_deeply_nested_arrays_are_a_problem_not_a_crash(depth: int) -> None:
     deep = b"[" * depth + b"]" * depth
-    assert validate_document(deep) == [f"document is nested more than {MAX_DEPTH} levels deep"]
+    assert validate_document(deep) == [TOO_DEEP]
     inside = b'{"schemaVersion": 2, "manifests": [], "x": ' + deep + b"}"
-    assert "nested more than" in validate_document(inside, mt.OCI_INDEX)[0]
+    assert "too deeply nested" in validate_document(inside, mt.OCI_INDEX)[0]
 
 
 def test_depth_limit_applies_below_the_parser_limit() -> None:
     nested: Any = "leaf"
-    for _ in range(MAX_DEPTH):
+    for _ in range(MAX_JSON_DEPTH):
         nested = [nested]
-    assert problems(index(x=nested)) == [f"document is nested more than {MAX_DEPTH} levels deep"]
+    assert problems(index(x=nested)) == [TOO_DEEP]
     assert problems(index(x=[[[["ok"]]]])) == []
 
 

@@ -5,27 +5,7 @@ from __future__ import annotations
 import email.utils
 import time
 
-import pytest
-
-from hybridstore.remote.auth import is_local_host
 from hybridstore.remote.transport import retry_after_seconds
-
-
-@pytest.mark.parametrize(
-    ("host", "local"),
-    [
-        ("localhost", True),
-        ("127.0.0.1", True),
-        ("127.8.9.10", True),
-        ("[::1]", True),
-        ("169.254.169.254", True),
-        ("registry.example.com", False),
-        ("10.0.0.1", False),
-        ("8.8.8.8", False),
-    ],
-)
-def test_is_local_host(host: str, local: bool) -> None:
-    assert is_local_host(host) is local
 
 
 def test_retry_after_seconds_and_cap() -> None:

@@ -2,12 +2,15 @@
 
 **Export** writes one OCI layout tar: ``oci-layout``, ``index.json`` (only the
 chosen refs, sorted by name), ``blobs/``, ``blobs/<alg>/`` and every blob
-reachable from those refs exactly once, in digest order. It streams (memory does
+reachable from those refs exactly once, each after the document that lists it
+(the walk's order, refs by name), so an importer knows every blob's declared
+size before its bytes arrive. It streams (memory does
 not grow with the archive) and re-hashes every blob on the way out, so a damaged
 layout is caught on this side of the gap, not the other. The same content always
 gives byte-identical archives (``archive.tar`` fixes the metadata and the
 format: pax). ``index.json`` is written before the blobs so a streaming reader
-knows what to expect (skopeo writes it last; import takes both).
+knows what to expect (skopeo writes it last; import takes both, and checks sizes
+against descriptors only when it comes first).
 
 skopeo reads the result as ``oci-archive:FILE:NAME`` where NAME is exactly the
 ``org.opencontainers.image.ref.name`` hybridstore records, i.e. the full
@@ -142,19 +145,17 @@ def export_layout(
     index["manifests"] = [desc.to_json() for _, desc in roots]
     index_bytes = json.dumps(index, separators=(",", ":"), ensure_ascii=False).encode()
 
-    by_alg: dict[str, list[Descriptor]] = {}
-    for desc in blobs:
-        by_alg.setdefault(desc.digest.path_components()[0], []).append(desc)
+    algorithms = sorted({desc.digest.path_components()[0] for desc in blobs})
     counted = CountingWriter(out)
     with compressor(counted, compression) as sink:
         tar = TarWriter(sink)
         tar.file("oci-layout", len(_LAYOUT_HEADER), [_LAYOUT_HEADER])
         tar.file("index.json", len(index_bytes), [index_bytes])
         tar.directory("blobs/")
-        for alg in sorted(by_alg):
+        for alg in algorithms:
             tar.directory(f"blobs/{alg}/")
-            for desc in sorted(by_alg[alg], key=lambda d: d.digest.encoded):
-                _export_blob(source, desc, tar)
+        for desc in blobs:  # each after the document that lists it: import checks its size
+            _export_blob(source, desc, tar)
         tar.close()
     return ExportResult(
         refs=roots,

@@ -16,7 +16,6 @@ first, so a doomed import does not stream gigabytes first.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -49,8 +48,8 @@ from hybridstore.oci.graph import complete_graph
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES, MAX_INDEX_BYTES, MAX_LAYOUT_FILE_BYTES
 from hybridstore.oci.model import Descriptor, Index, parse_document
 from hybridstore.store.cache import BlobCache
-from hybridstore.store.layout import OCILayout
-from hybridstore.store.layout_files import LAYOUT_VERSION
+from hybridstore.store.layout import OCILayout, removed_if_failed
+from hybridstore.store.layout_files import check_layout_version
 from hybridstore.store.layout_refs import names_of
 from hybridstore.store.linking import LinkMode
 
@@ -68,6 +67,7 @@ class ImportLimits:
 
     max_entries: int = 100_000  # tar headers, pax records included
     max_size: int = 256 << 30  # uncompressed tar bytes
+    max_ratio: int = 100  # a compressed archive expands at most this much (+ RATIO_SLACK)
     max_index_bytes: int = MAX_INDEX_BYTES  # index.json (the layout's own cap)
 
 
@@ -81,6 +81,7 @@ class ImportResult:
     tar_bytes: int = 0
     blobs_ingested: int = 0  # new in the cache
     blobs_present: int = 0  # already in the cache: the archive's copy was skipped
+    blobs_unlisted: int = 0  # after index.json, listed by no descriptor: skipped unwritten
     bytes_ingested: int = 0
     link_modes: dict[str, int] = field(default_factory=dict)
 
@@ -94,6 +95,7 @@ class ImportResult:
             "tarBytes": self.tar_bytes,
             "blobsIngested": self.blobs_ingested,
             "blobsPresent": self.blobs_present,
+            "blobsUnlisted": self.blobs_unlisted,
             "bytesIngested": self.bytes_ingested,
             "linkModes": self.link_modes,
         }
@@ -140,15 +142,9 @@ def _role(member: Member) -> str:
 
 def _check_layout_file(data: bytes) -> None:
     try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        obj = None
-    version = obj.get("imageLayoutVersion") if isinstance(obj, dict) else None
-    if version != LAYOUT_VERSION:
-        raise InvalidArchiveError(
-            f"the archive's oci-layout file has imageLayoutVersion {version!r}; this "
-            f"hybridstore imports {LAYOUT_VERSION!r}"
-        )
+        check_layout_version(data, "the archive's oci-layout file")
+    except InvalidDocumentError as e:
+        raise InvalidArchiveError(str(e)) from None
 
 
 def _parse_index(data: bytes) -> Index:
@@ -219,9 +215,13 @@ class _Importer:
         self.on_index = on_index
         self.layout_seen = False
         self.index: Index | None = None
+        # Once index.json is known: every descriptor met so far (index.json's, then those
+        # of each document ingested), so a blob entry is checked before it is written.
+        self.declared: dict[Digest, Descriptor] | None = None
+        self.unlisted: set[Digest] = set()
 
     def read(self, raw: Readable) -> None:
-        source = TarSource(raw, self.limits.max_size)
+        source = TarSource(raw, self.limits.max_size, self.limits.max_ratio)
         self.result.compression = source.compression
         reader = TarReader(source, self.limits.max_entries)
         for member in reader:
@@ -234,6 +234,8 @@ class _Importer:
                 self.index = _parse_index(
                     _read_bounded(reader, member, self.limits.max_index_bytes, hint)
                 )
+                self.declared = {}
+                self._declare(self.index.manifests, "index.json")
                 self.on_index(self.index)
             elif role == "blob":
                 self._ingest(reader, member)
@@ -248,8 +250,64 @@ class _Importer:
                 "can be converted with `skopeo copy docker-archive:FILE oci-archive:OUT`"
             )
 
+    def reread(self, raw: Readable) -> bool:
+        """Another pass over a file archive for the blobs skipped because they came before
+        the document listing them (a layout tarred in directory order); each is checked
+        against its declared size as in the first pass. Whether any was ingested."""
+        before = len(self.unlisted)
+        reader = TarReader(TarSource(raw, self.limits.max_size, self.limits.max_ratio),
+                           self.limits.max_entries)  # fmt: skip
+        for member in reader:
+            if _role(member) == "blob":
+                digest = _blob_digest(member.name)
+                if digest in self.unlisted and digest in (self.declared or {}):
+                    self.unlisted.discard(digest)
+                    self._ingest(reader, member)
+        return len(self.unlisted) < before
+
+    def _declare(self, descriptors: Iterable[Descriptor], where: str) -> None:
+        assert self.declared is not None
+        for desc in descriptors:
+            known = self.declared.setdefault(desc.digest, desc)
+            if known.size != desc.size:
+                raise InvalidArchiveError(
+                    f"the archive declares {desc.digest} as {known.size} and as {desc.size} "
+                    f"bytes ({where}); refusing it"
+                )
+
+    def _admit(self, member: Member, digest: Digest) -> Descriptor | None:
+        """The descriptor a blob entry is checked against once index.json is known;
+        ``None`` to ingest unchecked (index.json comes last, as skopeo writes it)."""
+        if self.declared is None:
+            return None
+        desc = self.declared.get(digest)
+        if desc is not None and member.size != desc.size:
+            raise InvalidArchiveError(
+                f"archive entry {member.name} is {member.size} bytes, but its descriptor "
+                f"declares {desc.size}; the archive is damaged or was tampered with"
+            )
+        return desc
+
+    def _follow(self, desc: Descriptor) -> None:
+        """After a document is in the cache: what it lists is declared too."""
+        if not (mt.is_manifest(desc.media_type) or mt.is_index(desc.media_type)):
+            return
+        try:
+            doc = parse_document(self.read_document(desc), desc.media_type)
+        except InvalidInputError:
+            return  # reported by the graph check after the stream, naming the ref
+        kids = list(doc.children())
+        if doc.subject is not None:
+            kids.append(doc.subject)
+        self._declare(kids, str(desc.digest))
+
     def _ingest(self, reader: TarReader, member: Member) -> None:
         digest = _blob_digest(member.name)
+        desc = self._admit(member, digest)
+        if desc is None and self.declared is not None:
+            log.debug("skipping %s: no descriptor before it lists it", member.name)
+            self.unlisted.add(digest)
+            return  # the reader skips its data unread
         calls = 0
 
         def source(offset: int) -> tuple[int, Iterable[bytes]]:
@@ -271,6 +329,8 @@ class _Importer:
             self.result.bytes_ingested += res.bytes_transferred
         else:
             self.result.blobs_present += 1
+        if desc is not None:
+            self._follow(desc)
 
     def read_document(self, desc: Descriptor) -> bytes:
         if desc.size > MAX_DOCUMENT_BYTES:
@@ -282,6 +342,13 @@ class _Importer:
             return f.read(desc.size + 1)
 
     def missing(self, ref: str, desc: Descriptor) -> HybridstoreError:
+        if desc.digest in self.unlisted:
+            return InvalidArchiveError(
+                f"the archive holds {desc.digest}, needed by {ref}, before any document that "
+                "lists it; a stream is read once, so after index.json every blob must follow "
+                "the manifest that lists it (hybridstore export writes them so): import it "
+                "from a file instead; nothing was imported"
+            )
         return InvalidArchiveError(
             f"the archive is incomplete: {desc.digest} ({desc.media_type}, {desc.size} bytes), "
             f"needed by {ref}, is neither in it nor in the cache; nothing was imported"
@@ -316,6 +383,7 @@ def import_archive(
     ref_name: str | None = None,
     link_mode: LinkMode | str | None = None,
     limits: ImportLimits | None = None,
+    init: bool = False,
 ) -> ImportResult:
     """Import an OCI layout tar (plain, gzip or zstd) into ``layout`` through ``cache``.
 
@@ -323,14 +391,27 @@ def import_archive(
     Refs keep their archive names (``ref_name`` names a single-entry archive's
     one ref instead); a ref that already points elsewhere is a
     ``ConflictError`` unless ``overwrite``. On any error nothing is tagged;
-    blobs already verified stay in the cache (content-addressed, prunable).
+    blobs already verified stay in the cache (content-addressed, prunable), and a
+    layout directory this call created is removed again. A non-empty directory that
+    is not yet a layout is refused unless ``init``.
     """
     if isinstance(layout, OCILayout):
-        target = layout
-        blob_cache = layout.cache if cache is None else _as_cache(cache)
-    else:
+        return _import(source, layout, cache, overwrite, ref_name, limits)
+    with removed_if_failed(layout):
         blob_cache = _as_cache(cache)
-        target = OCILayout.open_or_create(layout, cache=blob_cache, link_mode=link_mode)
+        target = OCILayout.open_or_create(layout, cache=blob_cache, link_mode=link_mode, init=init)
+        return _import(source, target, blob_cache, overwrite, ref_name, limits)
+
+
+def _import(
+    source: Readable | str | os.PathLike[str],
+    target: OCILayout,
+    cache: BlobCache | str | os.PathLike[str] | None,
+    overwrite: bool,
+    ref_name: str | None,
+    limits: ImportLimits | None,
+) -> ImportResult:
+    blob_cache = target.cache if cache is None else _as_cache(cache)
     result = ImportResult()
 
     def early_check(index: Index) -> None:  # a conflict fails before the blobs stream in
@@ -350,8 +431,11 @@ def import_archive(
             raise storage_error(e, "read", source) from e
         with f:
             importer.read(f)
+            while importer.unlisted and f.seek(0) == 0 and importer.reread(f):
+                pass
     else:
         importer.read(source)
+    result.blobs_unlisted = len(importer.unlisted)
 
     assert importer.index is not None
     roots, result.skipped = _roots(importer.index, ref_name)

@@ -40,6 +40,7 @@ __all__ = [
     "Compression",
     "CountingWriter",
     "Member",
+    "RATIO_SLACK",
     "Readable",
     "TarReader",
     "TarSource",
@@ -181,21 +182,31 @@ class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
+# Uncompressed bytes any compressed archive may expand to beyond its ratio cap.
+RATIO_SLACK: Final = 64 << 20
+
+
 class _Prefixed:
-    """A stream with bytes already read from it (the magic number) put back in front."""
+    """A stream with bytes already read from it (the magic number) put back in front;
+    counts the bytes that came from the underlying stream (compressed, if it is)."""
 
     def __init__(self, prefix: bytes, rest: Readable) -> None:
         self.prefix = prefix
         self.rest = rest
+        self.count = len(prefix)
 
     def read(self, size: int = -1) -> bytes:
         if self.prefix:
             if size < 0:
-                data, self.prefix = self.prefix + self.rest.read(), b""
+                rest = self.rest.read()
+                self.count += len(rest)
+                data, self.prefix = self.prefix + rest, b""
                 return data
             data, self.prefix = self.prefix[:size], self.prefix[size:]
             return data
-        return self.rest.read(size)
+        data = self.rest.read(size)
+        self.count += len(data)
+        return data
 
 
 def _read_upto(stream: Readable, n: int) -> bytes:
@@ -209,11 +220,18 @@ def _read_upto(stream: Readable, n: int) -> bytes:
 
 
 class TarSource:
-    """The uncompressed tar stream: counts bytes against ``max_size``, names decode errors."""
+    """The uncompressed tar stream: counts bytes against ``max_size``, names decode errors.
 
-    def __init__(self, raw: Readable, max_size: int) -> None:
+    A compressed archive may also expand to at most ``max_ratio`` times the compressed
+    bytes read so far, plus ``RATIO_SLACK`` (small archives of tiny files are mostly
+    padding and compress far better): a cap proportionate to the archive, where a fixed
+    ``max_size`` alone would let a few megabytes of zeros fill the disk first.
+    """
+
+    def __init__(self, raw: Readable, max_size: int, max_ratio: int | None = None) -> None:
         magic = _read_upto(raw, 4)
-        stream: Readable = _Prefixed(magic, raw)
+        self.raw = _Prefixed(magic, raw)
+        stream: Readable = self.raw
         self.errors: tuple[type[BaseException], ...] = ()
         self.compression: Compression = "none"
         if magic.startswith(_GZIP_MAGIC):
@@ -230,6 +248,7 @@ class TarSource:
             self.errors = (zstd.ZstdError, EOFError)
         self.stream = stream
         self.max_size = max_size
+        self.max_ratio = max_ratio if self.compression != "none" else None
         self.count = 0
 
     def read(self, n: int) -> bytes:
@@ -244,6 +263,13 @@ class TarSource:
             raise InvalidArchiveError(
                 f"the archive holds more than {self.max_size} bytes (uncompressed), the import "
                 "limit; raise it with --max-size if the archive is genuine"
+            )
+        ratio = self.max_ratio
+        if ratio is not None and self.count > ratio * self.raw.count + RATIO_SLACK:
+            raise InvalidArchiveError(
+                f"the archive expands more than {self.max_ratio} times ({self.count} bytes from "
+                f"{self.raw.count} {self.compression} bytes), the import limit for compressed "
+                "archives; raise it with --max-ratio if the archive is genuine"
             )
         return data
 

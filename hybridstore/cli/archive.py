@@ -9,7 +9,7 @@ import click
 
 from hybridstore.cli.cache import Size, human_size
 from hybridstore.cli.common import GlobalOptions, emit_json, pass_options
-from hybridstore.cli.layout import link_mode_option
+from hybridstore.cli.layout import init_option, link_mode_option
 from hybridstore.errors import InvalidInputError
 
 __all__ = ["export", "import_"]
@@ -102,6 +102,7 @@ def _json_text(obj: Any) -> str:
     "--ref-name", help="Name for the one entry of a single-image archive (e.g. from skopeo)."
 )
 @link_mode_option
+@init_option
 @click.option(
     "--max-entries",
     type=click.IntRange(min=1),
@@ -116,6 +117,13 @@ def _json_text(obj: Any) -> str:
     default="256G",
     show_default=True,
     help="Refuse archives larger than this, uncompressed (e.g. 500G, 2T).",
+)
+@click.option(
+    "--max-ratio",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Refuse a compressed archive that expands more than this many times (plus 64 MiB).",
 )
 @click.option(
     "--max-index-size",
@@ -133,12 +141,16 @@ def import_(opts: GlobalOptions, /, archive: str, **kw: Any) -> None:
     Every blob is verified into the shared cache and then linked into the
     layout; refs are tagged only after the whole archive checked out, all in
     one index.json update. Archives written by skopeo (oci-archive:) work too.
+    Once index.json has been read, each blob is checked against the size its
+    descriptor declares before it is written, and blobs no descriptor lists are
+    skipped.
     """
     from hybridstore.archive.importer import ImportLimits, import_archive
 
     limits = ImportLimits(
         max_entries=kw["max_entries"],
         max_size=kw["max_size"],
+        max_ratio=kw["max_ratio"],
         max_index_bytes=kw["max_index_size"],
     )
     source: Any = sys.stdin.buffer if archive == "-" else archive
@@ -150,6 +162,7 @@ def import_(opts: GlobalOptions, /, archive: str, **kw: Any) -> None:
         ref_name=kw["ref_name"],
         link_mode=kw["link_mode"],
         limits=limits,
+        init=kw["init"],
     )
     if as_json := kw["as_json"]:
         emit_json(result.to_json())

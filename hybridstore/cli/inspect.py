@@ -16,6 +16,8 @@ from hybridstore.cli.remote_options import (
     registry_options,
     transport_from,
 )
+from hybridstore.errors import InvalidDocumentError
+from hybridstore.oci.jsondoc import load_json
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 
 __all__ = ["inspect"]
@@ -101,6 +103,6 @@ def inspect(
 
 def _pretty(data: bytes) -> str:
     try:
-        return json.dumps(json.loads(data), indent=2, ensure_ascii=False)
-    except (ValueError, UnicodeDecodeError):
+        return json.dumps(load_json(data, limit=None), indent=2, ensure_ascii=False)
+    except InvalidDocumentError:
         return data.decode("utf-8", "replace")

@@ -28,6 +28,16 @@ def link_mode_option(f: _F) -> _F:
     )(f)
 
 
+def init_option(f: _F) -> _F:
+    """Add ``--init`` (adopt a non-empty directory as a new layout), passed as ``init``."""
+    return click.option(
+        "--init",
+        is_flag=True,
+        help="Make --layout a layout even if it already holds other files (by default a "
+        "non-empty directory without oci-layout is refused).",
+    )(f)
+
+
 def _size(n: int) -> str:
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from hybridstore.cli.common import GlobalOptions, concurrency_option, emit_json, pass_options
-from hybridstore.cli.layout import link_mode_option
+from hybridstore.cli.layout import init_option, link_mode_option
 from hybridstore.cli.remote_options import (
     credential_from,
     mirror_options,
@@ -83,6 +83,7 @@ class RichProgress(Progress):
     type=click.Path(file_okay=False),
     help="Project OCI layout directory (created if missing).",
 )
+@init_option
 @click.option(
     "--platform",
     "platforms",
@@ -168,6 +169,7 @@ def pull(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
         progress=progress,
         verify=kw["verify"],
         offline=offline,
+        init=kw["init"],
     )
     if progress is not None:
         with progress.bars:

@@ -10,13 +10,14 @@ components before they name a file (CVE-2024-25620, CVE-2026-35206).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Final
 
 from hybridstore.errors import InvalidDocumentError
 from hybridstore.fs.safepath import check_component
 from hybridstore.oci import mediatypes as mt
+from hybridstore.oci.jsondoc import load_json_object
+from hybridstore.oci.limits import MAX_CHART_CONFIG_BYTES
 from hybridstore.oci.model import Descriptor, Manifest
 
 __all__ = ["ChartInfo", "chart_info", "chart_layers", "is_chart"]
@@ -53,12 +54,7 @@ def is_chart(doc: Manifest) -> bool:
 
 def chart_info(config: bytes) -> ChartInfo:
     """The chart's name and version from its config blob (checked as path components)."""
-    try:
-        obj = json.loads(config)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidDocumentError(f"the Helm chart config is not JSON: {e}") from None
-    if not isinstance(obj, dict):
-        raise InvalidDocumentError("the Helm chart config is not a JSON object")
+    obj = load_json_object(config, what="the Helm chart config", limit=MAX_CHART_CONFIG_BYTES)
     name, version = obj.get("name"), obj.get("version")
     if not isinstance(name, str) or not isinstance(version, str):
         raise InvalidDocumentError("the Helm chart config lacks a string 'name' and 'version'")

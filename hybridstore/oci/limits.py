@@ -9,6 +9,7 @@ __all__ = [
     "MAX_CHART_CONFIG_BYTES",
     "MAX_DOCUMENT_BYTES",
     "MAX_INDEX_BYTES",
+    "MAX_JSON_DEPTH",
     "MAX_LAYOUT_FILE_BYTES",
 ]
 
@@ -21,3 +22,6 @@ MAX_INDEX_BYTES: Final = 64 << 20
 MAX_LAYOUT_FILE_BYTES: Final = 64 << 10
 # A Helm chart's config blob (Chart.yaml as JSON).
 MAX_CHART_CONFIG_BYTES: Final = 1 << 20
+# Nesting of any JSON document we read: real manifests and indexes nest under 10 levels;
+# Python's parser recurses, so the bound keeps a hostile document from exhausting the stack.
+MAX_JSON_DEPTH: Final = 64

@@ -8,7 +8,6 @@ schema and semantic validation lives in ``schema.py``.
 
 from __future__ import annotations
 
-import json
 import platform as _platform
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 from hybridstore.errors import InvalidDigestError, InvalidDocumentError, UnsupportedMediaTypeError
 from hybridstore.oci import mediatypes as mt
 from hybridstore.oci.digest import Digest
+from hybridstore.oci.jsondoc import load_json_object
 
 __all__ = [
     "Descriptor",
@@ -214,23 +214,14 @@ class Index(_Document):
 Document = Manifest | Index
 
 
-def _load_json(raw: bytes) -> dict[str, Any]:
-    try:
-        obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidDocumentError(f"not valid JSON: {e}") from None
-    if not isinstance(obj, dict):
-        raise InvalidDocumentError("document must be a JSON object")
-    return obj
-
-
 def parse_document(raw: bytes, media_type: str | None = None) -> Manifest | Index:
     """Parse a manifest or index from its exact bytes.
 
     ``media_type`` is the type the document was fetched or described as; it must
     agree with the document's own ``mediaType`` when both are present.
     """
-    obj = _load_json(raw)
+    # The reader bounded ``raw`` already (``--max-manifest-size`` may raise the default cap).
+    obj = load_json_object(raw, limit=None)
     own = obj.get("mediaType")
     if own is not None and not isinstance(own, str):
         raise InvalidDocumentError("'mediaType' must be a string")

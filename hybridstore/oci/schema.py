@@ -35,13 +35,14 @@ from hybridstore.errors import (
 )
 from hybridstore.oci import mediatypes as mt
 from hybridstore.oci.digest import Digest
+from hybridstore.oci.jsondoc import parse_json
+from hybridstore.oci.limits import MAX_INDEX_BYTES, MAX_JSON_DEPTH
 
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
     from referencing import Registry, Resource
 
 __all__ = [
-    "MAX_DEPTH",
     "SCHEMA_BASE_URI",
     "SUPPORTED_MEDIA_TYPES",
     "ValidationReport",
@@ -57,9 +58,6 @@ __all__ = [
 
 SCHEMA_BASE_URI: Final = "https://hybridstore.invalid/schemas/"
 _DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
-
-# Real OCI documents nest about five levels; anything far deeper is hostile.
-MAX_DEPTH: Final = 64
 
 # Beyond this many problems a report stops listing them.
 MAX_PROBLEMS: Final = 50
@@ -257,61 +255,9 @@ def schema_validator(schema_file: str) -> Validator:
 # --------------------------------------------------------------------------- parsing
 
 
-class _Unparsable(Exception):
-    pass
-
-
 def _show(value: object, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _load(raw: bytes) -> tuple[Any, list[str]]:
-    """Parse strictly: UTF-8 only, no NaN/Infinity; report duplicate keys, bounded depth."""
-    duplicates: list[str] = []
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        obj: dict[str, Any] = {}
-        for key, value in items:
-            if key in obj:
-                duplicates.append(key)
-            obj[key] = value
-        return obj
-
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise _Unparsable(f"not UTF-8 text: {e}") from None
-    try:
-        obj = json.loads(text, object_pairs_hook=pairs, parse_constant=_reject_constant)
-    except RecursionError:
-        raise _Unparsable(f"document is nested more than {MAX_DEPTH} levels deep") from None
-    except ValueError as e:
-        raise _Unparsable(f"not valid JSON: {e}") from None
-    if _depth_exceeds(obj, MAX_DEPTH):
-        raise _Unparsable(f"document is nested more than {MAX_DEPTH} levels deep")
-    return obj, duplicates
-
-
-def _depth_exceeds(obj: Any, limit: int) -> bool:
-    # Iterative on purpose: the point is to refuse what would blow the stack.
-    stack: list[tuple[Any, int]] = [(obj, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict):
-            children: Any = value.values()
-        elif isinstance(value, list):
-            children = value
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
 
 
 # --------------------------------------------------------------------------- media types
@@ -377,7 +323,7 @@ def _schema_problems(obj: Any, media_type: str) -> list[tuple[str, str]]:
     except Unresolvable as e:
         raise StorageError(f"bundled schemas are broken ({e}); reinstall hybridstore") from e
     except RecursionError:
-        out.append(("$", f"document is nested more than {MAX_DEPTH} levels deep"))
+        out.append(("$", f"document is too deeply nested (more than {MAX_JSON_DEPTH} levels)"))
     return out
 
 
@@ -498,8 +444,8 @@ def check_document(raw: bytes, media_type: str | None = None) -> ValidationRepor
     if requested in mt.SCHEMA1_TYPES:
         return ValidationReport(requested, (_SCHEMA1_PROBLEM,), unsupported=True)
     try:
-        obj, duplicates = _load(raw)
-    except _Unparsable as e:
+        obj, duplicates = parse_json(raw, limit=MAX_INDEX_BYTES)
+    except InvalidDocumentError as e:
         return ValidationReport(requested, (str(e),))
     if not isinstance(obj, dict):
         return ValidationReport(

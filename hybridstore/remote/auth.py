@@ -16,7 +16,6 @@ ever logged or put in an error message.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import threading
 import time
@@ -25,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlencode, urljoin
 
-from hybridstore.errors import AuthError, NetworkError, RegistryError
+from hybridstore.errors import AuthError, InvalidDocumentError, NetworkError, RegistryError
+from hybridstore.oci.jsondoc import load_json, load_json_object
 from hybridstore.remote.challenge import Challenge, parse_challenges
 from hybridstore.remote.credentials import Credential
 from hybridstore.remote.http import HTTPClient, Response, TLSError, TransportError, read_capped
@@ -103,8 +103,8 @@ def _server_message(resp: Response, body: bytes, secrets: Iterable[str]) -> str:
     """The server's own explanation (token-server or OCI error JSON, else text)."""
     message = ""
     try:
-        doc = json.loads(body)
-    except ValueError:
+        doc = load_json(body, what="the server's error body", limit=MAX_TOKEN_RESPONSE)
+    except InvalidDocumentError:
         doc = None
     if isinstance(doc, dict):
         errs = doc.get("errors")
@@ -396,9 +396,9 @@ class Authenticator:
                 f"token server {host} for {self.registry} answered {resp.status_code}: {message}"
             )
         try:
-            doc = json.loads(body)
+            doc = load_json_object(body, what="the token answer", limit=MAX_TOKEN_RESPONSE)
             token = doc.get("token") or doc.get("access_token")
-        except (ValueError, AttributeError):
+        except InvalidDocumentError:
             token = None
         if not isinstance(token, str) or not token or any(c in token for c in "\r\n"):
             raise RegistryError(f"token server {host} for {self.registry} returned no usable token")

@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-from hybridstore.errors import AuthError, InvalidInputError, StorageError
+from hybridstore.errors import AuthError, InvalidDocumentError, InvalidInputError, StorageError
+from hybridstore.oci.jsondoc import parse_json
 
 __all__ = [
     "Credential",
@@ -172,12 +173,13 @@ def _load(path: Path) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        # The position only: the text around it may hold a secret.
-        where = f"line {e.lineno}" if isinstance(e, json.JSONDecodeError) else "encoding"
+        # Repeated keys are tolerated here, as docker does: this is the user's own file.
+        data = parse_json(raw, what="it", limit=None)[0]
+    except InvalidDocumentError:
+        # Nothing of the text itself is shown: it may hold a secret.
         raise AuthError(
-            f"credentials file {path} is not valid JSON ({where}): fix or remove it"
+            f"credentials file {path} is not valid JSON (or is nested too deeply): fix or "
+            "remove it"
         ) from None
     if not isinstance(data, dict):
         raise AuthError(f"credentials file {path} is not a JSON object: fix or remove it")
@@ -332,11 +334,11 @@ def _helper_get(name: str, registry: str, af: AuthFile, timeout: float) -> Crede
     if not found:
         return None
     try:
-        answer = json.loads(out)
+        answer = parse_json(out, what="helper output", limit=None)[0]
         username, secret = answer.get("Username") or "", answer.get("Secret") or ""
         if not isinstance(username, str) or not isinstance(secret, str):
             raise ValueError
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError):  # InvalidDocumentError is a ValueError
         # Never echo the output: it is where the secret would be.
         raise AuthError(
             f"credential helper docker-credential-{name} returned malformed output for {registry}"

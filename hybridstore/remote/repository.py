@@ -15,7 +15,6 @@ uploads live in ``upload.py``.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -32,7 +31,8 @@ from hybridstore.errors import (
 )
 from hybridstore.oci import mediatypes as mt
 from hybridstore.oci.digest import Digest, DigestVerifier
-from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
+from hybridstore.oci.jsondoc import load_json, load_json_object
+from hybridstore.oci.limits import MAX_DOCUMENT_BYTES, MAX_INDEX_BYTES
 from hybridstore.oci.model import Descriptor, Index, parse_document
 from hybridstore.oci.referrers import fallback_tag, filter_referrers, referrers_of_index
 from hybridstore.remote.http import Response, TransportError, read_capped
@@ -321,7 +321,7 @@ class Repository:
         for _ in range(max_pages):
             resp = self.transport.send("GET", url, scope=self.scope)
             with resp:
-                body = resp.json()
+                body = load_json(resp.content, what="tag list", limit=MAX_INDEX_BYTES)
             tags = body.get("tags") if isinstance(body, dict) else None
             out.extend(t for t in (tags or []) if isinstance(t, str))
             nxt = resp.link("next")
@@ -445,10 +445,7 @@ def _media_type(header: str | None) -> str | None:
 
 def _document_media_type(raw: bytes, ctype: str | None, expected: Descriptor | None) -> str:
     """The document's media type; ``Content-Type``, descriptor and body must agree."""
-    try:
-        own = json.loads(raw).get("mediaType")
-    except (ValueError, AttributeError):
-        raise InvalidDocumentError("manifest is not a JSON object") from None
+    own = load_json_object(raw, what="manifest", limit=None).get("mediaType")
     if own is not None and not isinstance(own, str):
         raise InvalidDocumentError("manifest 'mediaType' is not a string")
     if own and ctype and ctype in mt.MANIFEST_ACCEPT and own != ctype:

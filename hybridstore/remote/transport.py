@@ -10,7 +10,6 @@ total time; a request whose body cannot be replayed is never retried.
 from __future__ import annotations
 
 import email.utils
-import json
 import logging
 import random
 import time
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 from hybridstore.errors import AuthError, NetworkError, NotFoundError, RegistryError
+from hybridstore.oci.jsondoc import load_json
 from hybridstore.remote.auth import Authenticator
 from hybridstore.remote.credentials import Credential
 from hybridstore.remote.http import Body, HTTPClient, Response, TLSError, TransportError
@@ -78,7 +78,7 @@ def retry_after_seconds(value: str | None, cap: float) -> float | None:
 def registry_error_message(resp: Response) -> str:
     """The registry's own error text (OCI error body) or the HTTP reason."""
     try:
-        body = json.loads(resp.content[:65536])
+        body = load_json(resp.content[:65536], what="error body", limit=None)
         errs = body.get("errors") if isinstance(body, dict) else None
         if isinstance(errs, list) and errs:
             parts = []

@@ -76,7 +76,6 @@ from hybridstore.fs.files import (
     LOCAL_FILESYSTEMS,
     DeferredDirSyncs,
     filesystem_type,
-    fsync_dir,
     storage_error,
     unlink_quietly,
 )
@@ -87,6 +86,7 @@ from hybridstore.fs.locking import (
     cannot_lock_here,
     lock_timeout,
 )
+from hybridstore.fs.realdir import check_real_dir, real_dir
 from hybridstore.fs.seal import is_sealed, seal
 from hybridstore.oci.digest import SUPPORTED_ALGORITHMS, Digest
 from hybridstore.store.cache_layout import (
@@ -119,6 +119,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# The areas every cache has (created on first write); quarantine/ appears when needed.
+_AREAS: Final = ("blobs", "ingest", "locks")
+_QUARANTINE: Final = "quarantine"
 
 _NO_HARDLINKS: Final = frozenset(
     {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
@@ -212,8 +216,18 @@ class BlobCache:
     # -- layout ------------------------------------------------------------------
 
     def check_layout(self) -> int | None:
-        """The cache's layout version (``None`` if not yet written); refuse newer ones."""
+        """The cache's layout version (``None`` if not yet written); refuse newer ones, and
+        refuse an area of the cache that leads out of it (a symlinked ``blobs/sha256``
+        would hand out files nobody verified and take writes elsewhere)."""
         version = layout_version(self.root)
+        for area in (*_AREAS, _QUARANTINE):
+            check_real_dir(self.root, area, CACHE_HINT)
+        try:
+            algs = [e.name for e in os.scandir(self.blobs_dir) if e.is_symlink()]
+        except (FileNotFoundError, NotADirectoryError):
+            algs = []
+        for alg in algs:
+            check_real_dir(self.root, f"blobs/{alg}", CACHE_HINT)
         self._layout_checked = True
         return version
 
@@ -221,12 +235,19 @@ class BlobCache:
         if not self._layout_checked:
             self.check_layout()
 
+    def real_dir(self, area: str) -> Path:
+        """The cache's directory ``area`` (``"blobs/sha256"``, ``"layouts"``, ...), created
+        as a real directory inside the root; a symlink there is refused, or replaced when
+        it dangles or points to an empty directory. Every directory the cache writes
+        into comes from here, so the cache never writes outside its root."""
+        return real_dir(self.root, area, CACHE_HINT)
+
     def _prepare(self) -> None:
         """Create the cache on first write: directories, version file, CACHEDIR.TAG, .gitignore."""
         if self._prepared:
             return
         self.check_layout()
-        create_cache(self.root, (self.root, self.blobs_dir, self.ingest_dir, self.locks_dir))
+        create_cache(self.root, _AREAS)
         self._prepared = True
 
     # -- reading -------------------------------------------------------------------
@@ -392,7 +413,7 @@ class BlobCache:
         """
         target = self.quarantine_dir / f"{path.parent.name}-{path.name}.{time.time_ns()}"
         try:
-            self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+            self.real_dir(_QUARANTINE)
             os.rename(path, target)
         except OSError as e:
             log.warning("%s %s but cannot be moved aside: %s", path, reason, e)
@@ -418,7 +439,8 @@ class BlobCache:
         and digest before publishing. Raises ``DigestMismatchError`` /
         ``SizeMismatchError`` (nothing published), ``StorageError`` (disk full,
         not writable), ``LockTimeoutError``, ``UnsupportedAlgorithmError``, or
-        whatever the source raises (a resumable partial is kept).
+        whatever the source raises (a resumable partial is kept, unless the source
+        raised ``InvalidInputError``: its bytes are not to be continued).
         """
         result = self._ingest(digest, size, source, wait=True)
         assert result is not None  # only an ingest that does not wait gives up
@@ -562,8 +584,8 @@ class BlobCache:
             return IngestResult(
                 digest, sink.size, final, True, transferred, resumed_from, restarted
             )
-        except (IntegrityError, StorageError):
-            raise
+        except (IntegrityError, StorageError, InvalidInputError):
+            raise  # bytes that failed, or a source that is not to be trusted: not resumed
         except BaseException:
             if resumable:  # keep what arrived for the next holder of the lock
                 try:
@@ -584,10 +606,7 @@ class BlobCache:
         key = os.path.dirname(final)
         parent = self._alg_dirs.get(key)
         if parent is None:
-            parent = final.parent
-            if not parent.is_dir():
-                parent.mkdir(parents=True, exist_ok=True)
-                fsync_dir(parent.parent)
+            parent = self.real_dir(f"blobs/{final.parent.name}")
             self._alg_dirs[key] = parent  # never removed: no need to look again
         return parent
 

@@ -13,8 +13,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
-from hybridstore.errors import CorruptionError, StorageError
+from hybridstore.errors import CorruptionError, InvalidDocumentError, StorageError
 from hybridstore.fs.files import atomic_write_bytes, storage_error
+from hybridstore.fs.realdir import real_dir
+from hybridstore.oci.jsondoc import load_json_object
+from hybridstore.oci.limits import MAX_LAYOUT_FILE_BYTES
 
 __all__ = ["CACHE_HINT", "LAYOUT_FILE", "LAYOUT_VERSION", "create_cache", "layout_version"]
 
@@ -38,10 +41,12 @@ def layout_version(root: Path) -> int | None:
     except OSError as e:
         raise storage_error(e, "read", path, CACHE_HINT) from e
     try:
-        version = json.loads(raw)["cacheLayoutVersion"]
+        version = load_json_object(raw, what=str(path), limit=MAX_LAYOUT_FILE_BYTES)[
+            "cacheLayoutVersion"
+        ]
         if not isinstance(version, int) or isinstance(version, bool):
             raise TypeError(version)
-    except (ValueError, KeyError, TypeError) as e:
+    except (InvalidDocumentError, KeyError, TypeError) as e:
         raise CorruptionError(
             f"{path} is not a hybridstore cache layout file; delete it to let hybridstore "
             "rewrite it"
@@ -54,12 +59,14 @@ def layout_version(root: Path) -> int | None:
     return version
 
 
-def create_cache(root: Path, dirs: Iterable[Path]) -> None:
-    """Create ``dirs`` and whichever of the version file, CACHEDIR.TAG (backup tools skip
-    the tree) and .gitignore are missing; existing files are left as they are."""
+def create_cache(root: Path, areas: Iterable[str]) -> None:
+    """Create the root, its ``areas`` (real directories: ``fs.realdir``) and whichever of
+    the version file, CACHEDIR.TAG (backup tools skip the tree) and .gitignore are
+    missing; existing files are left as they are."""
     try:
-        for d in dirs:
-            d.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
+        for area in areas:
+            real_dir(root, area, CACHE_HINT)
         for name, data in (
             ("CACHEDIR.TAG", _CACHEDIR_TAG),
             (".gitignore", b"*\n"),

@@ -31,6 +31,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -54,6 +55,7 @@ from hybridstore.fs.locking import FileLock, acquire_visibly, cannot_lock_here
 from hybridstore.fs.seal import is_sealed, seal
 from hybridstore.oci import mediatypes as mt
 from hybridstore.oci.digest import Digest
+from hybridstore.oci.jsondoc import load_json
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import (
     ANNOTATION_REF_NAME,
@@ -69,6 +71,8 @@ from hybridstore.store.layout_files import (
     INDEX_LOCK_FILE,
     LAYOUT_FILE,
     LAYOUT_VERSION,
+    check_index,
+    check_layout_version,
     read_file,
     read_layout_file,
     refuse_symlink,
@@ -84,7 +88,7 @@ from hybridstore.store.layout_refs import (
 from hybridstore.store.layout_registry import LayoutRegistry
 from hybridstore.store.linking import Linker, LinkMode
 
-__all__ = ["OCILayout"]
+__all__ = ["OCILayout", "removed_if_failed"]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +101,23 @@ _T = TypeVar("_T")
 
 
 # --- the layout -----------------------------------------------------------------------------
+
+
+def _refuse_foreign_dir(root: Path) -> None:
+    """A directory with content but no ``oci-layout`` is someone's files, not a layout."""
+    try:
+        with os.scandir(root) as it:
+            first = next(it, None)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # created below (or refused there, if a file is in the way)
+    except OSError as e:
+        raise storage_error(e, "read", root) from e
+    if first is not None:
+        raise ConflictError(
+            f"{root} is not empty and is not an OCI layout (no {LAYOUT_FILE}, but "
+            f"{first.name!r} and maybe more); choose an empty or new directory, or pass "
+            "--init (pull, import) to make this one a layout as well"
+        )
 
 
 class OCILayout:
@@ -119,6 +140,7 @@ class OCILayout:
         link_mode: LinkMode | str | None = None,
         create: bool = False,
         known: bool = True,
+        init: bool = False,
     ) -> None:
         self.root = Path(root)
         self._cache = cache
@@ -128,7 +150,7 @@ class OCILayout:
         self._blobs = os.path.join(self.root, BLOBS_DIR)  # str: per-blob paths skip pathlib
         self._alg_dirs: set[str] = set()  # algorithms whose blobs/<alg> is a real directory
         if create:
-            self._initialize()
+            self._initialize(init)
         self._check_layout()
 
     @classmethod
@@ -138,7 +160,11 @@ class OCILayout:
 
     @classmethod
     def create(cls, root: str | os.PathLike[str], **kwargs: Any) -> OCILayout:
-        """Create (or open) a layout at ``root``, making the directory if needed."""
+        """Create (or open) a layout at ``root``, making the directory if needed.
+
+        A non-empty directory that is not a layout is refused (``ConflictError``) unless
+        ``init=True`` adopts it deliberately: a typo in ``--layout`` must not mix a
+        project's own files with ``blobs/`` and ``index.json``."""
         return cls(root, create=True, **kwargs)
 
     open_or_create = create
@@ -167,7 +193,9 @@ class OCILayout:
             self._cache = BlobCache()
         return self._cache
 
-    def _initialize(self) -> None:
+    def _initialize(self, init: bool) -> None:
+        if not init and refuse_symlink(self.layout_path, LAYOUT_FILE) is None:
+            _refuse_foreign_dir(self.root)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -187,17 +215,7 @@ class OCILayout:
                 f"{self.root} is not an OCI layout (no {LAYOUT_FILE} file); "
                 "create one by pulling into it or with OCILayout.create"
             )
-        raw = read_layout_file(self.layout_path, LAYOUT_FILE)
-        try:
-            obj = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise InvalidDocumentError(f"{self.layout_path} is not valid JSON: {e}") from None
-        version = obj.get("imageLayoutVersion") if isinstance(obj, dict) else None
-        if version != LAYOUT_VERSION:
-            raise InvalidDocumentError(
-                f"{self.layout_path}: unsupported imageLayoutVersion {version!r} "
-                f"(this hybridstore reads {LAYOUT_VERSION!r})"
-            )
+        check_layout_version(read_layout_file(self.layout_path, LAYOUT_FILE), self.layout_path)
         refuse_symlink(self.index_path, INDEX_FILE)
         refuse_symlink(self.blobs_path, BLOBS_DIR)
 
@@ -258,13 +276,7 @@ class OCILayout:
                 lock.release()
 
     def _read_index(self) -> tuple[dict[str, Any], list[IndexEntry]]:
-        raw = read_layout_file(self.index_path, INDEX_FILE)
-        try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise InvalidDocumentError(f"{self.index_path} is not valid JSON: {e}") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
-            raise InvalidDocumentError(f"{self.index_path} is not an image index (no manifests)")
+        doc = check_index(read_layout_file(self.index_path, INDEX_FILE), self.index_path)
         entries = []
         for i, item in enumerate(doc["manifests"]):
             desc = Descriptor.from_json(item, f"{INDEX_FILE} manifests[{i}]")
@@ -337,8 +349,8 @@ class OCILayout:
             raise NotFoundError(f"no blob {digest} in layout {self.root}")
         raw = read_file(path, "blob", MAX_DOCUMENT_BYTES)
         try:
-            obj = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+            obj = load_json(raw, what=f"blob {digest}")
+        except InvalidDocumentError:
             obj = None
         if not isinstance(obj, dict):
             raise InvalidInputError(f"{digest} is not a manifest or index; only those are tagged")
@@ -591,3 +603,44 @@ class OCILayout:
                 except InvalidDigestError:
                     digest = None
                 yield Path(f.path), digest
+
+
+# --- a command's first write into a new directory ---------------------------------------------
+
+
+@contextlib.contextmanager
+def removed_if_failed(root: str | os.PathLike[str]) -> Iterator[None]:
+    """Run a command that may create the layout ``root``; if it fails, leave nothing behind.
+
+    When ``root`` (or any of its parents) did not exist before, the topmost directory
+    this created is removed on failure, unless a ref was tagged into the layout meanwhile
+    (by another process sharing the new directory). An existing directory is never removed.
+    """
+    path = Path(root)
+    top = None
+    probe = path.absolute()
+    while not os.path.lexists(probe):
+        top, probe = probe, probe.parent
+    try:
+        yield
+    except BaseException:
+        if top is not None:
+            _remove_untagged(path, top)
+        raise
+
+
+def _remove_untagged(root: Path, top: Path) -> None:
+    try:
+        if OCILayout.open(root).refs():
+            return
+    except NotFoundError:
+        pass  # failed before the layout files were written: still ours to remove
+    except HybridstoreError as e:
+        log.warning("keeping the unfinished layout %s: %s", root, e)
+        return
+    try:
+        shutil.rmtree(top)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        log.warning("could not remove the unfinished layout %s: %s", top, e)

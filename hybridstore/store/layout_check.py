@@ -9,7 +9,6 @@ Unknown media types are opaque leaves (image spec), never errors.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import time
@@ -23,6 +22,7 @@ from hybridstore.fs.files import fsync_dir
 from hybridstore.oci import mediatypes as mt
 from hybridstore.oci.digest import Digest
 from hybridstore.oci.graph import Node, walk
+from hybridstore.oci.jsondoc import load_json
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import Descriptor, Index, Manifest, parse_document
 from hybridstore.store.layout_files import (
@@ -143,8 +143,8 @@ def _referrer_candidates(
                 if f.read(1) != b"{":
                     continue
                 raw = b"{" + f.read()
-            obj = json.loads(raw)
-        except (OSError, ValueError, UnicodeDecodeError):
+            obj = load_json(raw, what=str(path))
+        except (OSError, InvalidDocumentError):
             continue
         media_type = obj.get("mediaType") if isinstance(obj, dict) else None
         if "subject" not in obj or not isinstance(media_type, str):

@@ -11,7 +11,7 @@ import errno
 import os
 import stat
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from hybridstore.errors import (
     CorruptionError,
@@ -21,6 +21,8 @@ from hybridstore.errors import (
     StorageError,
 )
 from hybridstore.fs.files import atomic_write_bytes, storage_error
+from hybridstore.oci import mediatypes as mt
+from hybridstore.oci.jsondoc import load_json_object
 from hybridstore.oci.limits import MAX_INDEX_BYTES, MAX_LAYOUT_FILE_BYTES
 
 __all__ = [
@@ -29,6 +31,8 @@ __all__ = [
     "INDEX_LOCK_FILE",
     "LAYOUT_FILE",
     "LAYOUT_VERSION",
+    "check_index",
+    "check_layout_version",
     "read_file",
     "read_layout_file",
     "refuse_symlink",
@@ -79,6 +83,38 @@ def read_layout_file(path: Path, what: str) -> bytes:
     """``oci-layout`` or ``index.json``, read safely (no symlinks, bounded)."""
     limit = MAX_LAYOUT_FILE_BYTES if what == LAYOUT_FILE else MAX_INDEX_BYTES
     return read_file(path, what, limit)
+
+
+def check_layout_version(raw: bytes, where: object) -> None:
+    """``oci-layout`` must declare the one version the image spec defines (oras-go:
+    ``ErrUnsupportedVersion``); every command refuses another, so none rewrites it."""
+    obj = load_json_object(raw, what=f"{where}", limit=MAX_LAYOUT_FILE_BYTES)
+    version = obj.get("imageLayoutVersion")
+    if version != LAYOUT_VERSION:
+        raise InvalidDocumentError(
+            f"{where}: unsupported imageLayoutVersion {version!r} (this hybridstore reads "
+            f"{LAYOUT_VERSION!r}); use a tool that knows that version"
+        )
+
+
+def check_index(raw: bytes, where: object) -> dict[str, Any]:
+    """A layout's ``index.json`` as a JSON object: an image index of schemaVersion 2.
+
+    Another schemaVersion is refused by every command (import too), so no command keeps
+    or rewrites an index it does not understand."""
+    doc = load_json_object(raw, what=f"{where}", limit=MAX_INDEX_BYTES)
+    version = doc.get("schemaVersion")
+    if version != 2 or isinstance(version, bool):
+        raise InvalidDocumentError(
+            f"{where}: unsupported schemaVersion {version!r} (an image index has 2); "
+            "use a tool that knows that version"
+        )
+    media_type = doc.get("mediaType", mt.OCI_INDEX)
+    if media_type != mt.OCI_INDEX:
+        raise InvalidDocumentError(f"{where}: mediaType {media_type!r} is not an image index")
+    if not isinstance(doc.get("manifests"), list):
+        raise InvalidDocumentError(f"{where} is not an image index (no manifests list)")
+    return doc
 
 
 def write_atomic(path: Path, data: bytes, what: str, *, replace: bool = True) -> None:

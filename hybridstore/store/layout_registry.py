@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from hybridstore.errors import StorageError
 from hybridstore.fs.files import atomic_write_bytes, fsync_dir, storage_error
+from hybridstore.fs.realdir import check_real_dir, real_dir
 from hybridstore.store.cache_layout import CACHE_HINT
 from hybridstore.store.layout_files import LAYOUT_FILE
 
@@ -72,29 +72,13 @@ class LayoutRegistry:
         return hashlib.sha256(os.fsencode(path)).hexdigest() + ".json"
 
     def _checked_dir(self, create: bool) -> bool:
-        """Whether the registry directory exists (made if ``create``); a symlink or other
-        non-directory there is refused, never followed."""
-        for attempt in (0, 1):
-            try:
-                st = os.lstat(self.directory)
-            except FileNotFoundError:
-                if not create or attempt:
-                    return False
-                try:
-                    os.mkdir(self.directory, 0o755)
-                    fsync_dir(self.directory.parent)
-                except FileExistsError:
-                    pass
-                except OSError as e:
-                    raise storage_error(e, "create", self.directory, CACHE_HINT) from e
-                continue
-            if not stat.S_ISDIR(st.st_mode):
-                raise StorageError(
-                    f"{self.directory} is not a directory (a symlink?); the layout registry must "
-                    f"be a real directory inside the cache: remove it, or {CACHE_HINT}"
-                )
+        """Whether the registry directory exists (made if ``create``): a real directory
+        inside the cache root, never a symlink followed out of it (``fs.realdir``)."""
+        root, name = self.directory.parent, self.directory.name
+        if create:
+            real_dir(root, name, CACHE_HINT)
             return True
-        return False
+        return check_real_dir(root, name, CACHE_HINT)
 
     def record(self, layout_root: Path) -> None:
         """Note that a command links into the layout at ``layout_root`` (made absolute).

@@ -23,6 +23,7 @@ Barrier and readiness probes carry a marker User-Agent and are filtered out.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import signal
@@ -359,6 +360,9 @@ class Registry:
                     stdout=out,
                     stderr=err,
                     cwd=self.workdir,
+                    # distribution reads REGISTRY_<SECTION>_<KEY> as config overrides: the
+                    # podman/skopeo REGISTRY_AUTH_FILE would become "auth: file: ...".
+                    env={k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")},
                     start_new_session=True,
                 )
             try:
