@@ -1,4 +1,5 @@
 # Set-up and test entry points; each target installs what it needs itself.
+SHELL := /bin/bash
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -12,10 +13,12 @@ demo: venv
 # The suite under coverage, CLI subprocesses included; the report ends with the total
 # (statements and branches).
 test: deps venv lint
-	rm -f .coverage .coverage.*
-	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/coverage run -m pytest -q -p no:cacheprovider
+	rm -f .coverage .coverage.* .pytest.log
+	set -o pipefail; COVERAGE_FILE=$(CURDIR)/.coverage \
+	  $(BIN)/coverage run -m pytest -q -p no:cacheprovider | tee .pytest.log
 	$(BIN)/coverage combine -q
 	$(BIN)/coverage report
+	@tail -n 1 .pytest.log  # the suite's result line again, last, after the coverage table
 
 # The suite alone, without coverage (faster while iterating).
 unit: venv
