@@ -319,12 +319,11 @@ def new_auth(
 ) -> Authenticator:
     kwargs: dict[str, Any] = {} if clock is None else {"clock": clock}
     return Authenticator(
-        client or HTTPClient(),
+        client or HTTPClient(verify=registry.verify),
         registry.host_port,
         scheme=registry.scheme,
         credential=credential,
         timeout=10,
-        verify=registry.verify,
         **kwargs,
     )
 
@@ -339,21 +338,18 @@ def send(
     auth: Authenticator, url: str, scope: str, method: str = "GET", verify: bool | str = True
 ) -> Response:
     """What the transport does: cached header, one re-auth after a 401."""
-    client = HTTPClient()
+    client = HTTPClient(verify=verify)
     header = auth.header_for(scope)
     resp = client.request(
         method,
         url,
         headers={"Authorization": header} if header else {},
         timeout=10,
-        verify=verify,
     )
     resp.close()
     if resp.status_code == 401:
         header = auth.on_unauthorized(resp, scope)
-        resp = client.request(
-            method, url, headers={"Authorization": header}, timeout=10, verify=verify
-        )
+        resp = client.request(method, url, headers={"Authorization": header}, timeout=10)
         resp.close()
     return resp
 
@@ -650,7 +646,6 @@ def scripted_auth(peer: Scripted, credential: Credential | None, **kw: Any) -> A
         scheme="http",
         credential=credential,
         timeout=10,
-        verify=True,
         **kw,
     )
 

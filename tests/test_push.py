@@ -228,24 +228,41 @@ def test_chunked_upload_sends_patches_of_the_chunk_size(
     assert back.digest == built.digest
 
 
-def test_monolithic_upload_is_one_put_and_single_post_falls_back(
+def test_monolithic_upload_is_one_put_and_each_byte_goes_out_once(
     big_layout: tuple[Path, str, Built], registry_b: Registry, repo_name: str, tmp_path: Path
 ) -> None:
     layout, ref, built = big_layout
     target = f"{registry_b.host_port}/{repo_name}/mono:v1"
     mark = registry_b.access_log_mark()
-    push(layout, ref, target, transport=PLAIN, concurrency=1)
+    result = push(layout, ref, target, transport=PLAIN, concurrency=1)
     log = uploads(registry_b, mark)
     assert [m for m, _ in log].count("PATCH") == 0
     puts = [p for m, p in log if m == "PUT"]
     assert sorted(p.rsplit("digest=", 1)[1] for p in puts) == sorted(
         [built.layers[0].digest, built.config.digest]
     )
-    # distribution 2.8 ignores a single POST's body: tried once, then plain POST+PUT
-    single = [p for m, p in log if m == "POST" and "digest=" in p]
-    assert len(single) == 1
+    # No single POST with a body by default: distribution would ignore it (202), and
+    # the blob would go out twice.
+    assert [p for m, p in log if m == "POST" and "digest=" in p] == []
+    blob_bytes = built.layers[0].size + built.config.size
+    assert result.bytes_transferred == blob_bytes + built.manifest.size  # once each
     back = pull(target, layout=tmp_path / "back", transport=PLAIN)
     assert back.digest == built.digest
+
+
+def test_single_post_asked_for_falls_back_once_where_the_registry_ignores_it(
+    big_layout: tuple[Path, str, Built], registry_b: Registry, repo_name: str, tmp_path: Path
+) -> None:
+    layout, ref, built = big_layout
+    target = f"{registry_b.host_port}/{repo_name}/single:v1"
+    mark = registry_b.access_log_mark()
+    upload = UploadOptions(single_post_max=64 << 10)
+    push(layout, ref, target, transport=PLAIN, concurrency=1, upload=upload)
+    log = uploads(registry_b, mark)
+    # distribution ignores a single POST's body: tried once (the config), then POST+PUT
+    single = [p for m, p in log if m == "POST" and "digest=" in p]
+    assert len(single) == 1
+    assert pull(target, layout=tmp_path / "back", transport=PLAIN).digest == built.digest
 
 
 def test_push_all_restores_every_ref_into_another_registry(

@@ -289,7 +289,9 @@ def test_single_post_upload_where_the_registry_takes_it(
     b = oci_builder()
     built = b.image("v1", layers=2)  # small blobs: all within the single-POST size
     target = f"{facade.host_port}/{repo_name}:v1"
-    result = push(b.path, "v1", target, transport=PLAIN)
+    result = push(
+        b.path, "v1", target, transport=PLAIN, upload=UploadOptions(single_post_max=64 << 10)
+    )
     assert result.uploaded == 3 + 1  # config, two layers, the manifest
     posts = facade.requests("POST", "/blobs/uploads/")
     assert sorted(s.target.rsplit("digest=", 1)[1] for s in posts) == sorted(

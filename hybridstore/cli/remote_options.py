@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from hybridstore.errors import InvalidInputError
+from hybridstore.remote import defaults
 
 if TYPE_CHECKING:  # loaded when a command talks to a registry (pull --offline never does)
     from hybridstore.remote.credentials import Credential
@@ -25,8 +26,37 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# Retries and timeouts, as skopeo names them (--retry-times, --retry-delay).
+_TRANSPORT_TUNING = [
+    click.option(
+        "--retry-times",
+        type=click.IntRange(0, 100),
+        default=defaults.RETRIES,
+        show_default=True,
+        help="Retries of a request after a connection error, 408, 429 or 5xx.",
+    ),
+    click.option(
+        "--retry-delay",
+        type=click.FloatRange(0, 3600),
+        metavar="SECONDS",
+        help="Fixed pause between retries [default: exponential backoff from "
+        f"{defaults.RETRY_BASE} s; a 429's Retry-After is honoured].",
+    ),
+    click.option(
+        "--timeout",
+        type=click.FloatRange(0.1, 3600),
+        default=defaults.TIMEOUT,
+        show_default=True,
+        metavar="SECONDS",
+        help="Connect and read timeout; a body that averages under 1 KiB/s over this "
+        "long is given up (and a blob resumed).",
+    ),
+]
+
+
 def registry_options(f: F) -> F:
-    """--plain-http, --insecure, --ca-file, -u/--username, --password-stdin."""
+    """--plain-http, --insecure, --ca-file, -u/--username, --password-stdin, and
+    --retry-times, --retry-delay, --timeout."""
     for opt in reversed(
         [
             click.option("--plain-http", is_flag=True, help="Use HTTP instead of HTTPS."),
@@ -40,6 +70,7 @@ def registry_options(f: F) -> F:
             click.option(
                 "--password-stdin", is_flag=True, help="Read the password or token from stdin."
             ),
+            *_TRANSPORT_TUNING,
         ]
     ):
         f = opt(f)
@@ -91,6 +122,9 @@ def transport_from(kwargs: dict[str, Any]) -> TransportOptions:
         ca_file=kwargs.pop("ca_file"),
         registries_conf=kwargs.pop("registries_conf", None),
         mirrors=tuple(kwargs.pop("mirror", ())),
+        max_retries=kwargs.pop("retry_times"),
+        retry_delay=kwargs.pop("retry_delay"),
+        timeout=kwargs.pop("timeout"),
     )
 
 

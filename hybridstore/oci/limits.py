@@ -11,6 +11,7 @@ __all__ = [
     "MAX_INDEX_BYTES",
     "MAX_JSON_DEPTH",
     "MAX_LAYOUT_FILE_BYTES",
+    "MAX_LIST_PAGE_BYTES",
 ]
 
 # Distribution spec: clients SHOULD accept manifests of at least 4 MB; we cap there.
@@ -25,3 +26,5 @@ MAX_CHART_CONFIG_BYTES: Final = 1 << 20
 # Nesting of any JSON document we read: real manifests and indexes nest under 10 levels;
 # Python's parser recurses, so the bound keeps a hostile document from exhausting the stack.
 MAX_JSON_DEPTH: Final = 64
+# One page of a registry listing (tags): 1000 tags of the longest legal name are ~130 KiB.
+MAX_LIST_PAGE_BYTES: Final = 4 << 20

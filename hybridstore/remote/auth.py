@@ -22,13 +22,23 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urlencode
 
 from hybridstore.errors import AuthError, InvalidDocumentError, NetworkError, RegistryError
 from hybridstore.oci.jsondoc import load_json, load_json_object
 from hybridstore.remote.challenge import Challenge, parse_challenges
 from hybridstore.remote.credentials import Credential
-from hybridstore.remote.http import HTTPClient, Response, TLSError, TransportError, read_capped
+from hybridstore.remote.http import (
+    HTTPClient,
+    Response,
+    TLSError,
+    TransportError,
+    https_hint,
+    join_url,
+    plain_http_hint,
+    read_capped,
+    speaks_https,
+)
 from hybridstore.remote.safety import (
     check_realm,
     is_local_host,
@@ -142,7 +152,6 @@ class Authenticator:
         scheme: str,
         credential: Credential | None,
         timeout: float,
-        verify: bool | str,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry.lower()
@@ -150,7 +159,6 @@ class Authenticator:
         self._client = client
         self._credential = credential
         self._timeout = timeout
-        self._verify = verify
         self._clock = clock
         self._lock = threading.Lock()
         self._flights: dict[str, threading.Lock] = {}
@@ -347,7 +355,6 @@ class Authenticator:
                     headers=headers,
                     body=urlencode(form).encode() if form is not None else None,
                     timeout=self._timeout,
-                    verify=self._verify,
                 )
                 body = _read_capped(resp)
             except TLSError as e:
@@ -364,7 +371,7 @@ class Authenticator:
             location = resp.headers.get("Location")
             if not location:
                 raise RegistryError(f"token server {redact_url(url)} redirected without Location")
-            url = urljoin(url, location)
+            url = join_url(url, location)
             check_realm(url, self.registry, "https" if origin[0] == "https" else self.scheme)
             if origin_of(url) != origin:
                 if form is not None:
@@ -415,6 +422,10 @@ def _read_capped(resp: Response) -> bytes:
     """The token response, at most MAX_TOKEN_RESPONSE bytes."""
     try:
         body = read_capped(resp, MAX_TOKEN_RESPONSE)
+    except TransportError as e:
+        raise NetworkError(
+            f"token server {redact_url(resp.url)}: the answer was cut short ({e})"
+        ) from None
     finally:
         resp.close()
     if body is None:
@@ -442,17 +453,19 @@ def check_login(
     endpoint = "registry-1.docker.io" if registry == "docker.io" else registry
     own = client is None
     if client is None:
-        client = HTTPClient()
+        client = HTTPClient(verify=verify)
     try:
         auth = Authenticator(
-            client, endpoint, scheme=scheme, credential=credential, timeout=timeout, verify=verify
+            client, endpoint, scheme=scheme, credential=credential, timeout=timeout
         )
         auth.hint = "check the user name and password"
         url = f"{scheme}://{endpoint}/v2/"
-        resp = _ping(client, url, None, registry, timeout, verify)
+        resp = _ping(client, url, None, registry, timeout)
         if resp.status_code == 200:
             log.debug("auth: %s does not ask for authentication", registry)
             return "none"
+        if scheme == "http" and speaks_https(resp):
+            raise RegistryError(https_hint(registry))
         if resp.status_code != 401:
             raise RegistryError(
                 f"{registry} answered {resp.status_code} to GET /v2/: is it an OCI registry "
@@ -460,7 +473,7 @@ def check_login(
             )
         header = auth.on_unauthorized(resp, "")
         kind = header.split(" ", 1)[0].lower()
-        again = _ping(client, url, header, registry, timeout, verify)
+        again = _ping(client, url, header, registry, timeout)
         if again.status_code == 200:
             return kind
         if again.status_code in (401, 403):
@@ -477,16 +490,15 @@ def _ping(
     header: str | None,
     registry: str,
     timeout: float,
-    verify: bool | str,
 ) -> Response:
     """GET /v2/ following same-origin redirects only (credentials stay home)."""
     origin = origin_of(url)
     for _ in range(_MAX_HOPS + 1):
         try:
-            resp = client.request(
-                "GET", url, headers=_authorization(header), timeout=timeout, verify=verify
-            )
+            resp = client.request("GET", url, headers=_authorization(header), timeout=timeout)
         except TLSError as e:
+            if e.plain_http_peer:
+                raise NetworkError(plain_http_hint(registry)) from None
             raise NetworkError(
                 f"TLS verification of {registry} failed ({e}): use --ca-file with its CA, "
                 "or --insecure"
@@ -496,10 +508,11 @@ def _ping(
                 f"cannot reach {registry} over {origin[0]} ({e}): check the "
                 "address and network, and --plain-http for a registry without TLS"
             ) from None
-        resp.close()
+        if resp.status_code != 400:
+            resp.close()  # a 400 may be a TLS port's answer: its body is read first
         if resp.status_code not in _REDIRECTS:
             return resp
-        target = urljoin(url, resp.headers.get("Location", ""))
+        target = join_url(url, resp.headers.get("Location", ""))
         if origin_of(target) != origin:
             raise RegistryError(
                 f"{registry} redirected /v2/ to another host ({redact_url(target)}); refusing"

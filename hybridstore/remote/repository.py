@@ -19,7 +19,7 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from urllib.parse import quote, urljoin
+from urllib.parse import quote
 
 from hybridstore.errors import (
     DigestMismatchError,
@@ -32,11 +32,12 @@ from hybridstore.errors import (
 from hybridstore.oci import mediatypes as mt
 from hybridstore.oci.digest import Digest, DigestVerifier
 from hybridstore.oci.jsondoc import load_json, load_json_object
-from hybridstore.oci.limits import MAX_DOCUMENT_BYTES, MAX_INDEX_BYTES
+from hybridstore.oci.limits import MAX_DOCUMENT_BYTES, MAX_LIST_PAGE_BYTES
 from hybridstore.oci.model import Descriptor, Index, parse_document
 from hybridstore.oci.referrers import fallback_tag, filter_referrers, referrers_of_index
-from hybridstore.remote.http import Response, TransportError, read_capped
+from hybridstore.remote.http import Response, TransportError, join_url, read_capped
 from hybridstore.remote.readahead import read_ahead
+from hybridstore.remote.safety import redact_url
 from hybridstore.remote.transport import RegistryTransport
 
 __all__ = ["Repository", "FetchedManifest", "PutManifestResult"]
@@ -268,7 +269,7 @@ class Repository:
                 # Filtered here as well: a registry that ignored ``artifactType`` says so
                 # only by omitting OCI-Filters-Applied, and filtering twice is harmless.
                 return filter_referrers(out, artifact_types)
-            url = urljoin(url, nxt)
+            url = join_url(url, nxt)
         raise RegistryError(
             f"referrers listing of {subject} did not end after {_MAX_REFERRER_PAGES} pages"
         )
@@ -321,13 +322,18 @@ class Repository:
         for _ in range(max_pages):
             resp = self.transport.send("GET", url, scope=self.scope)
             with resp:
-                body = load_json(resp.content, what="tag list", limit=MAX_INDEX_BYTES)
+                raw = _read_body(resp, MAX_LIST_PAGE_BYTES)
+            if raw is None:
+                raise RegistryError(
+                    f"tag list of {self.name}: a page is larger than {MAX_LIST_PAGE_BYTES} bytes"
+                )
+            body = load_json(raw, what="tag list", limit=MAX_LIST_PAGE_BYTES)
             tags = body.get("tags") if isinstance(body, dict) else None
             out.extend(t for t in (tags or []) if isinstance(t, str))
             nxt = resp.link("next")
             if not nxt:
                 return out
-            url = urljoin(url, nxt)
+            url = join_url(url, nxt)
         raise RegistryError(f"tag listing of {self.name} did not end after {max_pages} pages")
 
 
@@ -404,7 +410,7 @@ class _BlobStream:
     def _skip(self, n: int) -> None:
         assert self.resp is not None
         while n > 0:
-            got = self.resp.read(min(n, _CHUNK))
+            got = _read_or_fail(self.resp, min(n, _CHUNK))
             if not got:
                 raise NetworkError(f"blob {self.desc.digest}: body ended while skipping")
             n -= len(got)
@@ -424,8 +430,23 @@ def _content_range_start(resp: Response, desc: Descriptor) -> int:
     return first
 
 
+def _read_body(resp: Response, limit: int) -> bytes | None:
+    """``read_capped``, with a connection lost mid-body as a ``NetworkError``."""
+    try:
+        return read_capped(resp, limit)
+    except TransportError as e:
+        raise NetworkError(f"{redact_url(resp.url)}: {e}") from None
+
+
+def _read_or_fail(resp: Response, n: int) -> bytes:
+    try:
+        return resp.read(n)
+    except TransportError as e:
+        raise NetworkError(f"{redact_url(resp.url)}: {e}") from None
+
+
 def _read_capped(resp: Response, limit: int, what: str) -> bytes:
-    body = read_capped(resp, limit)
+    body = _read_body(resp, limit)
     if body is None:
         raise InvalidDocumentError(
             f"manifest {what} exceeds the {limit}-byte limit (raise it with --max-manifest-size)"

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Final
 from urllib.parse import urlsplit
 
-from hybridstore.errors import AuthError
+from hybridstore.errors import AuthError, RegistryError
 
 __all__ = [
     "check_realm",
@@ -37,13 +37,18 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def redact_url(url: str) -> str:
-    """Scheme, host and path only: userinfo and query strings never reach a log."""
-    p = urlsplit(url)
+    """Scheme, host and path only: userinfo and query strings never reach a log.
+    Never raises: a URL too broken to parse is shown as a short repr."""
+    try:
+        p = urlsplit(url)
+        port = p.port
+    except ValueError:
+        return repr(url.split("?", 1)[0][:100])
     host = p.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    if p.port:
-        host = f"{host}:{p.port}"
+    if port:
+        host = f"{host}:{port}"
     return f"{p.scheme}://{host}{p.path}"
 
 
@@ -83,15 +88,25 @@ def host_of(netloc: str) -> str:
 
 
 def origin_of(url: str) -> tuple[str, str, int | None]:
-    p = urlsplit(url)
-    port = p.port or {"https": 443, "http": 80}.get(p.scheme)
+    """(scheme, host, port); a URL that cannot be parsed has no host (matches nothing)."""
+    try:
+        p = urlsplit(url)
+        port = p.port or {"https": 443, "http": 80}.get(p.scheme)
+    except ValueError:
+        return "", "", None
     return p.scheme, (p.hostname or "").lower(), port
 
 
 def check_realm(realm: str, registry: str, scheme: str) -> None:
     """Raise AuthError unless a token realm (or a redirect of it) is safe to contact
     for ``registry`` reached over ``scheme``."""
-    p = urlsplit(realm)
+    try:
+        p = urlsplit(realm)
+        p.port  # noqa: B018 - raises for a port out of range
+    except ValueError as e:
+        raise RegistryError(
+            f"registry {registry} sent a token realm that is not a URL ({repr(realm[:100])}: {e})"
+        ) from None
     shown = redact_url(realm) if p.scheme and p.hostname else repr(realm[:100])
     if p.scheme not in ("http", "https") or not p.hostname:
         raise AuthError(f"registry {registry} sent an invalid token realm {shown}")

@@ -14,14 +14,25 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
 
 from hybridstore.errors import AuthError, NetworkError, NotFoundError, RegistryError
 from hybridstore.oci.jsondoc import load_json
+from hybridstore.remote import defaults
 from hybridstore.remote.auth import Authenticator
 from hybridstore.remote.credentials import Credential
-from hybridstore.remote.http import Body, HTTPClient, Response, TLSError, TransportError
+from hybridstore.remote.http import (
+    Body,
+    HTTPClient,
+    Response,
+    TLSError,
+    TransportError,
+    https_hint,
+    join_url,
+    plain_http_hint,
+    speaks_https,
+)
 from hybridstore.remote.safety import host_of, is_local_host, redact_url
 
 __all__ = ["TransportOptions", "RegistryTransport", "new_client", "retry_after_seconds"]
@@ -39,14 +50,23 @@ class TransportOptions:
     plain_http: bool = False
     insecure: bool = False
     ca_file: str | None = None
-    timeout: float = 30.0
-    pool_size: int = 32  # idle connections kept per registry: as many as small blobs in flight
-    max_retries: int = 5
-    retry_base: float = 0.25
+    timeout: float = defaults.TIMEOUT
+    pool_size: int = 40
+    """Connections kept per host: the streams of a transfer (``--concurrency`` large
+    blobs plus the small-blob fan-out); verbs size it with ``with_streams``."""
+    max_retries: int = defaults.RETRIES
+    retry_base: float = defaults.RETRY_BASE
     retry_cap: float = 10.0
     retry_total: float = 120.0
     registries_conf: str | None = None  # None: where the containers tools look
     mirrors: tuple[str, ...] = ()  # --mirror hosts, tried before registries.conf's
+    retry_delay: float | None = None
+    """A fixed pause between retries (``--retry-delay``) instead of exponential backoff."""
+
+    def with_streams(self, streams: int) -> TransportOptions:
+        """These options with pools for ``streams`` parallel transfers (and a few spare
+        for manifests and tokens): no connection is opened only to be dropped."""
+        return replace(self, pool_size=max(self.pool_size, streams + 4))
 
     @property
     def verify(self) -> bool | str:
@@ -58,7 +78,7 @@ class TransportOptions:
 def new_client(options: TransportOptions) -> HTTPClient:
     """One pooled client per command (no ``.netrc``, no cookies: only the credentials
     we resolve ever go out)."""
-    return HTTPClient(pool_size=options.pool_size)
+    return HTTPClient(verify=options.verify, pool_size=options.pool_size)
 
 
 def retry_after_seconds(value: str | None, cap: float) -> float | None:
@@ -76,9 +96,9 @@ def retry_after_seconds(value: str | None, cap: float) -> float | None:
 
 
 def registry_error_message(resp: Response) -> str:
-    """The registry's own error text (OCI error body) or the HTTP reason."""
+    """The registry's own error text (OCI error body, read up to 64 KiB) or the HTTP reason."""
     try:
-        body = load_json(resp.content[:65536], what="error body", limit=None)
+        body = load_json(resp.error_body(), what="error body", limit=None)
         errs = body.get("errors") if isinstance(body, dict) else None
         if isinstance(errs, list) and errs:
             parts = []
@@ -87,7 +107,7 @@ def registry_error_message(resp: Response) -> str:
                     parts.append(f"{e.get('code', '')}: {e.get('message', '')}".strip(": "))
             if parts:
                 return "; ".join(parts)
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     return f"{resp.status_code} {resp.reason}"
 
@@ -117,7 +137,6 @@ class RegistryTransport:
             scheme=self.scheme,
             credential=credential,
             timeout=options.timeout,
-            verify=options.verify,
         )
 
     def url(self, path: str) -> str:
@@ -144,6 +163,10 @@ class RegistryTransport:
                     method, url, scope, headers or {}, body, follow_redirects
                 )
             except TLSError as e:
+                if e.plain_http_peer:
+                    raise NetworkError(
+                        f"{method} {redact_url(url)}: {plain_http_hint(self.registry)}"
+                    ) from None
                 raise NetworkError(
                     f"{method} {redact_url(url)}: {e} for {self.registry}; use --ca-file "
                     "with its CA, or --insecure"
@@ -172,6 +195,8 @@ class RegistryTransport:
         return replayable and attempt < self.options.max_retries and time.monotonic() < deadline
 
     def _backoff(self, attempt: int, wait: float | None) -> None:
+        if wait is None and self.options.retry_delay is not None:
+            wait = self.options.retry_delay
         if wait is None:
             base = min(self.options.retry_cap, self.options.retry_base * (2**attempt))
             wait = base * (0.5 + random.random() / 2)  # jitter
@@ -179,6 +204,9 @@ class RegistryTransport:
 
     def _error(self, method: str, url: str, scope: str, resp: Response) -> Exception:
         where = f"{method} {redact_url(url)}"
+        if self.scheme == "http" and speaks_https(resp):
+            resp.close()
+            return RegistryError(f"{where}: {https_hint(self.registry)}")
         msg = registry_error_message(resp)
         resp.close()
         challenge = resp.headers.get("WWW-Authenticate", "")
@@ -234,7 +262,6 @@ class RegistryTransport:
             headers=headers,
             body=body() if body else None,
             timeout=self.options.timeout,
-            verify=self.options.verify,
         )
 
     def _follow(
@@ -252,7 +279,7 @@ class RegistryTransport:
             resp.close()
             if not location:
                 raise RegistryError(f"{method} {redact_url(url)}: redirect without Location")
-            url = urljoin(url, location)
+            url = join_url(url, location)
             target = urlsplit(url)
             if target.scheme not in ("http", "https"):
                 raise RegistryError(f"refusing redirect to non-HTTP URL {redact_url(url)}")

@@ -7,9 +7,13 @@ Per blob, cheapest first:
    content already lives in another repository of the same registry; ``201``
    is done, ``202`` opens an ordinary upload session that we continue.
 3. Monolithic upload: ``POST`` for a session, one ``PUT ?digest=`` with the
-   whole body. Small blobs first try a single ``POST ?digest=`` with the body;
-   a registry that answers ``202`` instead (distribution 2.8 ignores the body)
-   is remembered and its session continued with the ``PUT``.
+   whole body. With ``single_post_max`` set (off by default), small blobs
+   first try a single ``POST ?digest=`` with the body, one round trip fewer on
+   a registry that stores it; one that answers ``202`` instead (distribution
+   ignores the body, so the blob goes out twice) is remembered and its session
+   continued with the ``PUT``. Off by default because the common registry is
+   that one, and oras-go, containers/image and go-containerregistry never
+   send it either.
 4. Chunked upload above a size threshold: ``PATCH`` chunks with
    ``Content-Range`` (at least ``OCI-Chunk-Min-Length`` each), following the
    ``Location`` every answer carries, then an empty ``PUT ?digest=``. A chunk
@@ -37,7 +41,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from typing import IO, Final
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, urlsplit
 
 from hybridstore.errors import (
     DigestMismatchError,
@@ -46,7 +50,7 @@ from hybridstore.errors import (
     RegistryError,
 )
 from hybridstore.oci.model import Descriptor
-from hybridstore.remote.http import Response
+from hybridstore.remote.http import Response, join_url
 from hybridstore.remote.repository import Repository
 from hybridstore.remote.transport import RegistryTransport, registry_error_message
 
@@ -75,8 +79,9 @@ class UploadOptions:
     """Bytes per PATCH (raised to the registry's ``OCI-Chunk-Min-Length``)."""
     chunked_above: int = 64 << 20
     """Blobs larger than this go in chunks; smaller ones in one PUT."""
-    single_post_max: int = 64 << 10
-    """Blobs up to this size first try a single ``POST ?digest=``; 0 disables it."""
+    single_post_max: int = 0
+    """Blobs up to this size first try a single ``POST ?digest=`` (for registries known
+    to store its body); 0, the default, never does."""
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1 or self.chunked_above < 0 or self.single_post_max < 0:
@@ -229,7 +234,7 @@ class BlobUploader:
             raise RegistryError(
                 f"registry {self.transport.registry} opened an upload without a Location header"
             )
-        absolute = urljoin(url, loc)
+        absolute = join_url(url, loc)
         want, got = urlsplit(self.transport.base), urlsplit(absolute)
         if (got.scheme, got.netloc) != (want.scheme, want.netloc):
             raise RegistryError(

@@ -26,7 +26,7 @@ from hybridstore.transfer.engine import CopyResult, copy_graph
 from hybridstore.transfer.layout_endpoint import LayoutDestination, LayoutSource
 from hybridstore.transfer.locator import Location
 from hybridstore.transfer.open import Opened, sole_ref
-from hybridstore.transfer.pools import BlobPools
+from hybridstore.transfer.pools import BlobPools, max_streams
 from hybridstore.transfer.registry_endpoint import RegistryDestination, RegistrySource
 from hybridstore.transfer.settings import CopySettings, copy_options
 
@@ -44,7 +44,8 @@ class Copier:
         cache = settings.get("cache")
         self.cache = cache if isinstance(cache, BlobCache) else BlobCache(cache)
         transport = settings.get("transport") or TransportOptions()
-        self.clients = RegistryClients(transport, settings.get("credential"))
+        streams = max_streams(self.options.concurrency)  # the pool holds every stream
+        self.clients = RegistryClients(transport.with_streams(streams), settings.get("credential"))
         link_mode = settings.get("link_mode")
         self.link_mode = LinkMode(link_mode) if isinstance(link_mode, str) else link_mode
         self.upload = settings.get("upload")

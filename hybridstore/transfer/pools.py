@@ -17,12 +17,18 @@ from typing import Any, Final, TypeVar
 
 from hybridstore.oci.model import Descriptor
 
-__all__ = ["SMALL_BLOB", "SMALL_BLOB_FANOUT", "BlobPools", "gather"]
+__all__ = ["SMALL_BLOB", "SMALL_BLOB_FANOUT", "BlobPools", "gather", "max_streams"]
 
 SMALL_BLOB: Final = 256 * 1024
 SMALL_BLOB_FANOUT: Final = 4
 
 T = TypeVar("T")
+
+
+def max_streams(concurrency: int) -> int:
+    """Transfers ``BlobPools(concurrency)`` may run at once: what a registry client's
+    connection pool is sized to."""
+    return max(1, concurrency) * (1 + SMALL_BLOB_FANOUT)
 
 
 class BlobPools:
