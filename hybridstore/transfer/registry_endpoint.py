@@ -1,7 +1,9 @@
 """A registry repository as either end of a copy.
 
 As a source, manifests go through the shared cache when one is given (a warm
-pull costs one resolve), blobs stream from the registry with resume. Blobs
+pull costs one resolve; a digest whose manifest is cached costs none, so a fully
+cached pull by digest opens no socket and never loads the HTTP stack), blobs
+stream from the registry with resume. Blobs
 bound for another registry are staged in the cache first unless they can be
 mounted, so an upload always reads a verified local file it can replay.
 
@@ -13,6 +15,7 @@ tag-schema fallback index updated; the root is put last, by tag.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import IO, TYPE_CHECKING
@@ -53,7 +56,28 @@ class RegistrySource:
         return self.repo.transport, self.repo.name
 
     def resolve(self, ref: str) -> Descriptor:
-        return self.repo.resolve(ref)
+        return self._cached(ref) or self.repo.resolve(ref)
+
+    def _cached(self, ref: str) -> Descriptor | None:
+        """The descriptor of a digest ``ref`` whose manifest the cache holds (verified
+        when it was stored; its own ``mediaType`` says what it is), else None."""
+        if self.cache is None or ":" not in ref:
+            return None
+        digest = Digest.parse(ref)
+        if not self.cache.exists(digest):
+            return None
+        size = self.cache.stat(digest).st_size
+        if size > self.repo.manifest_limit:
+            return None
+        with self.cache.open(digest) as f:
+            raw = f.read(size + 1)
+        try:
+            media_type = json.loads(raw).get("mediaType")
+        except (ValueError, AttributeError, RecursionError):
+            return None
+        if media_type not in mt.MANIFEST_ACCEPT or len(raw) != size:
+            return None
+        return Descriptor(media_type, digest, size)
 
     def document(self, desc: Descriptor) -> bytes:
         cache = self.cache
