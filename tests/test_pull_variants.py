@@ -223,3 +223,71 @@ def test_debug_output_never_contains_secrets(
     for secret in [password, basic, "eyJ"]:  # every JWT (the bearer tokens) starts with eyJ
         assert secret not in done.stderr and secret not in done.stdout
 
+
+
+def test_system_trust_honours_ssl_cert_file_and_ca_file_trusts_only_its_ca(
+    registry_factory: RegistryFactory,
+    oci_builder: Callable[..., LayoutBuilder],
+    clean_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """The platform's trust (as skopeo, curl and docker): an admin-installed CA named by
+    SSL_CERT_FILE is trusted without --ca-file; requests' certifi bundle is not used."""
+    reg = registry_factory(tls=True)
+    ref, digest = seed(reg, oci_builder(), "tls/system")
+    env = {**clean_env, "SSL_CERT_FILE": str(reg.ca_path)}
+    env.pop("SSL_CERT_DIR", None)
+    assert_pulled(run_pull(ref, tmp_path / "sys", env=env), digest)
+    # REQUESTS_CA_BUNDLE is requests' own variable, not the platform's: ignored.
+    other = {**clean_env, "REQUESTS_CA_BUNDLE": str(reg.ca_path)}
+    other.pop("SSL_CERT_FILE", None)
+    refused = run_pull(ref, tmp_path / "rq", env=other)
+    assert refused.returncode == 6 and "--ca-file" in refused.stderr, refused.stderr
+
+
+def test_plain_http_registry_without_plain_http_says_so(
+    registry: Registry,
+    oci_builder: Callable[..., LayoutBuilder],
+    repo_name: str,
+    clean_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    ref, _ = seed(registry, oci_builder(), repo_name)
+    for extra in ((), ("--insecure",)):
+        done = run_pull(ref, tmp_path / f"l{len(extra)}", *extra, env=clean_env)
+        assert done.returncode == 6, done.stderr
+        line = done.stderr.strip()
+        assert len(line.splitlines()) == 1 and "Traceback" not in line
+        assert "speaks plain HTTP" in line and "use --plain-http" in line, line
+    login = subprocess.run(
+        [*HYBRIDSTORE, "login", "-u", "a", "--password-stdin", registry.host_port],
+        input="pw",
+        capture_output=True,
+        text=True,
+        env=clean_env,
+        timeout=60,
+    )
+    assert login.returncode == 6 and "use --plain-http" in login.stderr, login.stderr
+
+
+def test_plain_http_against_a_tls_registry_says_so(
+    registry_factory: RegistryFactory,
+    oci_builder: Callable[..., LayoutBuilder],
+    clean_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    reg = registry_factory(tls=True)
+    ref, _ = seed(reg, oci_builder(), "tls/plain")
+    done = run_pull(ref, tmp_path / "l", "--plain-http", env=clean_env)
+    assert done.returncode == 6, done.stderr
+    assert "speaks HTTPS" in done.stderr and "leave out --plain-http" in done.stderr
+    assert "400" not in done.stderr and "Traceback" not in done.stderr
+    login = subprocess.run(
+        [*HYBRIDSTORE, "login", "--plain-http", "-u", "a", "--password-stdin", reg.host_port],
+        input="pw",
+        capture_output=True,
+        text=True,
+        env=clean_env,
+        timeout=60,
+    )
+    assert login.returncode == 6 and "leave out --plain-http" in login.stderr, login.stderr
