@@ -1,0 +1,148 @@
+"""The remote commands against a hostile registry (``support/hostile.py``), through the
+CLI in a subprocess: each fault ends in its documented exit code with one line on
+stderr, no traceback, bounded memory (the child's peak RSS, from ``wait4``), and a
+cache and layout that still verify."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.hostile import FLOOD, HostileRegistry
+
+HYBRIDSTORE = [sys.executable, "-m", "hybridstore"]
+# A command's own peak is ~45 MiB; any body read whole would be FLOOD (256 MiB) more.
+MAX_RSS_KIB = 128 << 10
+assert FLOOD >= 2 * (MAX_RSS_KIB << 10)
+FAST = ["--plain-http", "--retry-times", "1", "--retry-delay", "0"]
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[HostileRegistry]:
+    with HostileRegistry() as reg:
+        yield reg
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    docker = tmp_path / "docker"
+    docker.mkdir()
+    return {
+        **os.environ,
+        "DOCKER_CONFIG": str(docker),
+        "REGISTRY_AUTH_FILE": str(tmp_path / "auth.json"),
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+        "HYBRIDSTORE_CACHE_DIR": str(tmp_path / "cache"),
+    }
+
+
+def run(args: list[str], env: dict[str, str], stdin: str = "") -> tuple[int, str, int]:
+    """Exit code, stderr and peak RSS (KiB) of one CLI run."""
+    proc = subprocess.Popen(
+        [*HYBRIDSTORE, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    proc.stdin.write(stdin.encode())
+    proc.stdin.close()
+    err = proc.stderr.read().decode()  # EOF when the child exits
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, err, usage.ru_maxrss
+
+
+def pull(h: HostileRegistry, tmp: Path) -> list[str]:
+    return ["pull", *FAST, "--layout", str(tmp / "layout"), h.ref]
+
+
+def tags(h: HostileRegistry, tmp: Path) -> list[str]:
+    return ["tags", *FAST, f"{h.host_port}/evil/app"]
+
+
+def inspect(h: HostileRegistry, tmp: Path) -> list[str]:
+    return ["inspect", *FAST, h.ref]
+
+
+def copy(h: HostileRegistry, tmp: Path) -> list[str]:
+    return ["copy", *FAST, f"docker://{h.ref}", f"oci:{tmp / 'layout'}:v1"]
+
+
+def login(h: HostileRegistry, tmp: Path) -> list[str]:
+    return ["login", *FAST, "-u", "alice", "--password-stdin", h.host_port]
+
+
+CASES = [
+    # mode, command, exit code, words the one stderr line must hold
+    ("endless-error", pull, 4, "not found"),
+    ("endless-error", tags, 4, "not found"),
+    ("truncated-error", inspect, 6, "500"),
+    ("endless-tags", tags, 6, "larger than"),
+    ("truncated-tags", tags, 6, "middle of the body"),
+    ("deep-json-tags", tags, 6, "tag list"),
+    ("endless-manifest", pull, 10, "limit"),
+    ("endless-manifest", inspect, 10, "limit"),
+    ("long-blob", pull, 3, ""),
+    ("short-blob-length", pull, 3, "Content-Length"),
+    ("truncated-blob", copy, 6, "giving up"),
+    ("trickle-blob", pull, 6, "slower than"),
+    ("garbage-status", pull, 6, "cannot reach"),
+    ("garbage-status", login, 6, "cannot reach"),
+    ("bad-content-length", inspect, 10, "media type"),  # read to EOF: "{}", no mediaType
+    ("location-bad-ipv6", pull, 6, "invalid URL"),
+    ("location-bad-port", tags, 6, "invalid URL"),
+    ("redirect-loop", inspect, 6, "redirects"),
+    ("realm-bad-url", pull, 6, "token realm"),
+    ("realm-bad-url", login, 6, "token realm"),
+    ("endless-token", pull, 6, "token server"),
+]
+
+
+@pytest.mark.parametrize(
+    ("mode", "command", "code", "words"),
+    CASES,
+    ids=[f"{mode}-{command.__name__}" for mode, command, _, _ in CASES],
+)
+def test_hostile_registry(
+    hostile: HostileRegistry,
+    env: dict[str, str],
+    tmp_path: Path,
+    mode: str,
+    command: object,
+    code: int,
+    words: str,
+) -> None:
+    hostile.mode = mode
+    args = command(hostile, tmp_path)  # type: ignore[operator]
+    if mode == "trickle-blob":
+        args = [*args[:1], "--timeout", "0.5", *args[1:]]
+    got, err, rss = run(args, env, stdin="pw")
+    lines = err.strip().splitlines()
+    assert got == code, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert words in lines[0], lines[0]
+    assert rss < MAX_RSS_KIB, f"peak RSS {rss} KiB"
+    cache = tmp_path / "cache"
+    if cache.exists():
+        verified, verr, _ = run(["cache", "verify"], env)
+        assert verified == 0, verr
+    layout = tmp_path / "layout"
+    if layout.exists():
+        verified, verr, _ = run(["layout", "verify", str(layout)], env)
+        assert verified == 0, verr
+
+
+def test_a_well_behaved_hostile_registry_pulls(
+    hostile: HostileRegistry, env: dict[str, str], tmp_path: Path
+) -> None:
+    """The control: the same server, no fault, works for every command used above."""
+    hostile.mode = "none"
+    for command in (pull, tags, inspect):
+        got, err, _ = run(command(hostile, tmp_path), env)
+        assert got == 0, err
