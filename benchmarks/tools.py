@@ -95,6 +95,7 @@ def _per_pull(line: str, copies: int = 1, background: bool = False) -> Callable[
                 store=_q(store),
                 dest=_q(dest / str(i)),
                 ref=_q(target.ref(ctx.host_port)),
+                digest_ref=_q(f"{ctx.host_port}/{target.repo}@{target.manifest.digest}"),
                 tag=_q(target.tag),
             )
             lines.append(f'{cmd} & pids="$pids $!"' if background else cmd)
@@ -138,6 +139,7 @@ def _curl(parallel: bool, fsync: bool) -> Callable[..., list[str]]:
 
 
 _HS = "{hybridstore} -q --cache {store} pull --plain-http --layout {dest} {ref}"
+_HS_DIGEST = "{hybridstore} -q --cache {store} pull --plain-http --layout {dest} {digest_ref}"
 _SKOPEO = "skopeo --insecure-policy copy -q --src-tls-verify=false docker://{ref} oci:{dest}:{tag}"
 _SKOPEO_SHARED = (
     "skopeo --insecure-policy copy -q --src-tls-verify=false "
@@ -153,6 +155,13 @@ def pull_tools(with_oras: bool) -> list[Tool]:
     tools = [
         Tool("hybridstore-cold", "empty cache, new layout", _HS, _per_pull(_HS), cold=True),
         Tool("hybridstore-warm", "every blob cached, new layout", _HS, _per_pull(_HS), warm=True),
+        Tool(
+            "hybridstore-digest-warm",
+            "every blob cached, ref pinned by digest (no request), new layout",
+            _HS_DIGEST,
+            _per_pull(_HS_DIGEST),
+            warm=True,
+        ),
         Tool("skopeo", "copy docker:// -> oci: (fsync per blob)", _SKOPEO, _per_pull(_SKOPEO)),
         Tool(
             "skopeo-shared-cold",

@@ -340,3 +340,27 @@ def test_push_and_mount_with_token_auth_ask_for_the_right_scopes(
     scopes = {s for r in reg.token_server.requests for s in r.query.get("scope", [])}
     assert "repository:team/app:pull,push" in scopes
     assert {"repository:team/mirror:pull,push", "repository:team/app:pull"} <= scopes
+
+
+def test_push_of_a_pulled_ref_into_its_registry_mounts_from_the_recorded_repo(
+    registry: Registry,
+    oci_builder: Callable[..., LayoutBuilder],
+    repo_name: str,
+    tmp_cache: Path,
+    tmp_path: Path,
+) -> None:
+    """The layout records where a ref came from (its full name): pushing it into another
+    repository of that registry mounts every blob instead of sending it."""
+    built = oci_builder().image("v1", layers=2)
+    push_built(built, registry, f"{repo_name}/a:v1")
+    source = f"{registry.host_port}/{repo_name}/a:v1"
+    pull(source, layout=tmp_path / "l", transport=PLAIN)
+    mark = registry.access_log_mark()
+    result = push(tmp_path / "l", source, f"{registry.host_port}/{repo_name}/b:v1", transport=PLAIN)
+    log = uploads(registry, mark)
+    blobs = {built.config.digest, *(layer.digest for layer in built.layers)}
+    mounts = [p for m, p in log if m == "POST" and "mount=" in p]
+    assert {p.split("mount=")[1].split("&")[0] for p in mounts} == blobs
+    assert all(f"from={repo_name}/a" in p for p in mounts)
+    assert not [p for m, p in log if m in ("PATCH", "PUT")]
+    assert result.mounted == len(blobs) and result.bytes_transferred == built.manifest.size

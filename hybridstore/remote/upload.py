@@ -44,6 +44,7 @@ from typing import IO, Final
 from urllib.parse import quote, urlsplit
 
 from hybridstore.errors import (
+    AuthError,
     DigestMismatchError,
     NetworkError,
     NotFoundError,
@@ -144,6 +145,7 @@ class BlobUploader:
         self.repo = repo
         self.transport = repo.transport
         self.options = options or UploadOptions()
+        self._may_mount = True
 
     # -- public -----------------------------------------------------------------------
 
@@ -182,10 +184,15 @@ class BlobUploader:
                 return make
 
             session: tuple[str, int] | None = None  # (location, OCI-Chunk-Min-Length)
-            if mount_from is not None and mount_from != self.repo.name:
-                session = self._mount(desc, mount_from)
-                if session is None:
-                    return UploadResult("mounted", 0)
+            if mount_from is not None and mount_from != self.repo.name and self._may_mount:
+                try:
+                    session = self._mount(desc, mount_from)
+                except AuthError as e:  # no pull right on the source: send the bytes
+                    log.debug("mount from %s refused (%s); uploading instead", mount_from, e)
+                    self._may_mount = False
+                else:
+                    if session is None:
+                        return UploadResult("mounted", 0)
             elif self._try_single_post(desc):
                 session = self._single_post(desc, body(0, desc.size))
                 if session is None:

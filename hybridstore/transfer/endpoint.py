@@ -13,13 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Protocol, runtime_checkable
+from typing import IO, Protocol, runtime_checkable
 
 from hybridstore.oci.model import Descriptor, Index, Manifest
 from hybridstore.store.cache import BlobSource
-
-if TYPE_CHECKING:
-    from hybridstore.remote.transport import RegistryTransport
 
 __all__ = [
     "BlobOutcome",
@@ -80,8 +77,9 @@ class Source(Protocol):
     def is_remote(self) -> bool: ...
 
     @property
-    def mount_from(self) -> tuple[RegistryTransport, str] | None:
-        """(transport, repository) when blobs could be mounted from here."""
+    def mount_from(self) -> tuple[str, str] | None:
+        """(registry ``host[:port]``, repository) where these blobs are known to live,
+        for a cross-repository mount into another repository of that registry."""
         ...
 
     def resolve(self, ref: str) -> Descriptor: ...

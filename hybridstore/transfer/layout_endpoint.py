@@ -51,18 +51,35 @@ class LayoutSource:
     """Reads from an OCI layout (any writer's: hybridstore, skopeo, umoci, oras)."""
 
     is_remote = False
-    mount_from: tuple[RegistryTransport, str] | None = None
 
     def __init__(self, layout: OCILayout, manifest_limit: int = MAX_DOCUMENT_BYTES) -> None:
         self.layout = layout
         self.manifest_limit = manifest_limit
+        #: Where the last resolved ref was pulled from, by its recorded full name.
+        self.mount_from: tuple[str, str] | None = None
 
     @property
     def description(self) -> str:
         return f"layout {self.layout.root}"
 
     def resolve(self, ref: str) -> Descriptor:
-        return self.layout.resolve(ref)
+        desc = self.layout.resolve(ref)
+        self.mount_from = self._origin(ref, desc)
+        return desc
+
+    def _origin(self, ref: str, desc: Descriptor) -> tuple[str, str] | None:
+        """The registry and repository ``desc`` was pulled from, read off its full
+        name in ``index.json`` (what pull records): a push back into that registry
+        can mount the blobs instead of sending them."""
+        named = [n for d in self.layout.entries() if d.digest == desc.digest for n in names_of(d)]
+        for name in (ref, *named):
+            try:
+                origin = explicit_reference(name)
+            except InvalidReferenceError:
+                continue
+            if origin is not None:
+                return origin.endpoint_host, origin.repository
+        return None
 
     def document(self, desc: Descriptor) -> bytes:
         try:

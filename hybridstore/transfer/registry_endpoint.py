@@ -27,7 +27,6 @@ from hybridstore.oci.model import Descriptor, Index, Manifest
 from hybridstore.oci.reference import Reference
 from hybridstore.oci.referrers import fallback_tag, merge_fallback_index, referrer_descriptor
 from hybridstore.remote.repository import Repository
-from hybridstore.remote.transport import RegistryTransport
 from hybridstore.store.cache import BlobCache, BlobSource, IngestResult
 from hybridstore.transfer.endpoint import BlobOutcome, Opener, Progress, Source
 
@@ -52,8 +51,8 @@ class RegistrySource:
         return f"{self.repo.transport.registry}/{self.repo.name}"
 
     @property
-    def mount_from(self) -> tuple[RegistryTransport, str] | None:
-        return self.repo.transport, self.repo.name
+    def mount_from(self) -> tuple[str, str] | None:
+        return self.repo.transport.registry, self.repo.name
 
     def resolve(self, ref: str) -> Descriptor:
         return self._cached(ref) or self.repo.resolve(ref)
@@ -166,7 +165,9 @@ class RegistryDestination:
             progress.done(desc, outcome)
             return outcome
         mount = src.mount_from
-        mount_repo = mount[1] if mount is not None and mount[0] is self.repo.transport else None
+        mount_repo = (
+            mount[1] if mount is not None and mount[0] == self.repo.transport.registry else None
+        )
         staged: _Staged | None = None
         opener = src.opener(desc)
         if opener is None:
