@@ -298,3 +298,48 @@ def test_a_url_with_control_characters_is_refused_not_retried(
     with HTTPClient() as client, pytest.raises(RegistryError, match="invalid URL"):
         client.request("GET", f"{srv.url}/v2/a b/tags/list")  # e.g. from a hostile Location
     assert app.lines == []
+
+
+def test_no_proxy_takes_cidr_and_port_entries(
+    proxy: tuple[LoopbackServer, Recorder],
+    server: tuple[LoopbackServer, Recorder],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proxy_srv, proxy_app = proxy
+    srv, app = server
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://{proxy_srv.host_port}")
+    with HTTPClient() as client:
+        monkeypatch.setenv("NO_PROXY", "10.0.0.0/8,127.0.0.0/8")  # CIDR covers the server
+        with client.request("GET", f"{srv.url}/v2/", timeout=10) as resp:
+            assert body(resp) == b"ok"
+        assert proxy_app.lines == [] and app.lines == ["GET /v2/ HTTP/1.1"]
+        monkeypatch.setenv("NO_PROXY", "registry.invalid:5001")  # another port: proxied
+        with client.request("GET", "http://registry.invalid:5000/v2/", timeout=10) as resp:
+            assert body(resp) == b"ok"
+        assert proxy_app.lines == ["GET http://registry.invalid:5000/v2/ HTTP/1.1"]
+        monkeypatch.setenv("NO_PROXY", "registry.invalid:5000")  # this port: direct
+        with pytest.raises(TransportError, match="resolve"):
+            client.request("GET", "http://registry.invalid:5000/v2/", timeout=10)
+    assert len(proxy_app.lines) == 1
+
+
+def test_an_https_proxy_gets_tls_before_the_connect(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, test_ca: CertificateAuthority
+) -> None:
+    """``HTTPS_PROXY=https://...``: TLS to the proxy (trusted through the system store,
+    here SSL_CERT_FILE), then CONNECT and TLS to the registry inside it."""
+    ca = test_ca.write_cert(tmp_path / "ca.pem")
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with (
+        running(TunnelHandler, tls_context(tmp_path, test_ca)) as (proxy_srv, proxy_app),
+        running(ScriptedHandler, tls_context(tmp_path, test_ca)) as (target, target_app),
+    ):
+        monkeypatch.setenv("HTTPS_PROXY", f"https://{proxy_srv.host_port}")
+        with HTTPClient() as client, client.request("GET", f"{target.url}/v2/") as resp:
+            assert body(resp) == b"ok"
+    assert len(proxy_app.lines) == 1 and proxy_app.lines[0].startswith("CONNECT ")
+    assert target_app.lines == ["GET /v2/ HTTP/1.1"]

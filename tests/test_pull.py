@@ -399,3 +399,27 @@ def test_pulled_image_layout_is_read_by_skopeo_and_umoci(
     )
     for path, data in built.files.items():
         assert (bundle / "rootfs" / path).read_bytes() == data
+
+
+def test_retry_times_and_retry_delay_on_the_command_line(
+    fault_proxy: FaultProxy,
+    registry_content: SampleContent,
+    tmp_cache: Path,
+    tmp_path: Path,
+) -> None:
+    """``--retry-times 0`` gives up at the first 503; ``--retry-times 2`` with a fixed
+    ``--retry-delay`` outlasts two of them."""
+    chart = registry_content.chart
+    ref = f"{fault_proxy.host_port}/{chart.repo}:{chart.tag}"
+
+    def run(*opts: str) -> subprocess.CompletedProcess[str]:
+        args = ["pull", "--plain-http", *opts, "--layout", str(tmp_path / "l"), ref]
+        return subprocess.run([*HYBRIDSTORE, *args], capture_output=True, text=True, timeout=120)
+
+    fault_proxy.fail_sequence("/manifests/", [503])
+    once = run("--retry-times", "0")
+    assert once.returncode == 6 and "503" in once.stderr, once.stderr
+    faults = fault_proxy.fail_sequence("/manifests/", [503, 503])
+    twice = run("--retry-times", "2", "--retry-delay", "0", "--timeout", "10")
+    assert twice.returncode == 0, twice.stderr
+    assert [f.hits for f in faults] == [1, 1]
