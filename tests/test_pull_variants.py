@@ -245,6 +245,17 @@ def test_system_trust_honours_ssl_cert_file_and_ca_file_trusts_only_its_ca(
     assert refused.returncode == 6 and "--ca-file" in refused.stderr, refused.stderr
 
 
+def run_login(host: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*HYBRIDSTORE, "login", *args, "-u", "a", "--password-stdin", host],
+        input="pw",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
 def test_plain_http_registry_without_plain_http_says_so(
     registry: Registry,
     oci_builder: Callable[..., LayoutBuilder],
@@ -259,14 +270,7 @@ def test_plain_http_registry_without_plain_http_says_so(
         line = done.stderr.strip()
         assert len(line.splitlines()) == 1 and "Traceback" not in line
         assert "speaks plain HTTP" in line and "use --plain-http" in line, line
-    login = subprocess.run(
-        [*HYBRIDSTORE, "login", "-u", "a", "--password-stdin", registry.host_port],
-        input="pw",
-        capture_output=True,
-        text=True,
-        env=clean_env,
-        timeout=60,
-    )
+    login = run_login(registry.host_port, env=clean_env)
     assert login.returncode == 6 and "use --plain-http" in login.stderr, login.stderr
 
 
@@ -282,12 +286,5 @@ def test_plain_http_against_a_tls_registry_says_so(
     assert done.returncode == 6, done.stderr
     assert "speaks HTTPS" in done.stderr and "leave out --plain-http" in done.stderr
     assert "400" not in done.stderr and "Traceback" not in done.stderr
-    login = subprocess.run(
-        [*HYBRIDSTORE, "login", "--plain-http", "-u", "a", "--password-stdin", reg.host_port],
-        input="pw",
-        capture_output=True,
-        text=True,
-        env=clean_env,
-        timeout=60,
-    )
+    login = run_login(reg.host_port, "--plain-http", env=clean_env)
     assert login.returncode == 6 and "leave out --plain-http" in login.stderr, login.stderr
