@@ -44,6 +44,13 @@ class Recorder:
 
 
 class ScriptedHandler(QuietHandler):
+    def do_HEAD(self) -> None:
+        app: Recorder = self.app
+        app.ports.append(self.client_address[1])
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+
     def do_GET(self) -> None:
         app: Recorder = self.app
         app.ports.append(self.client_address[1])
@@ -99,7 +106,9 @@ def test_keep_alive_reuses_one_connection(server: tuple[LoopbackServer, Recorder
         for _ in range(5):
             with client.request("GET", f"{srv.url}/v2/") as resp:
                 assert resp.status_code == 200 and body(resp) == b"ok"
-    assert len(app.ports) == 5 and len(set(app.ports)) == 1
+            with client.request("HEAD", f"{srv.url}/v2/") as resp:  # no body to read
+                assert resp.status_code == 200
+    assert len(app.ports) == 10 and len(set(app.ports)) == 1
 
 
 def test_unread_big_body_drops_the_connection_small_one_is_kept(

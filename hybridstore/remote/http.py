@@ -182,7 +182,9 @@ class Response:
             return
         raw = self._resp.raw
         left = getattr(raw, "length_remaining", None)
-        if left is not None and 0 < left <= _DRAIN_MAX and self._error_body is None:
+        if left == 0:  # nothing left (a HEAD, an empty body): finish it, keep the connection
+            raw.drain_conn()
+        elif left is not None and left <= _DRAIN_MAX and self._error_body is None:
             self.error_body()  # drained: the connection stays usable
         self._closed = True
         self._resp.close()
