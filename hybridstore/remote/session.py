@@ -27,6 +27,7 @@ from __future__ import annotations
 import http.client
 import os
 import ssl
+import threading
 import warnings
 from collections.abc import Mapping
 from typing import Any, Final
@@ -63,21 +64,37 @@ def _tls_context(verify: bool | str) -> ssl.SSLContext:
 
 class _TrustAdapter(requests.adapters.HTTPAdapter):
     """An ``HTTPAdapter`` whose pools use our TLS context (pip's pattern), with
-    1 MiB socket writes for request bodies."""
+    1 MiB socket writes for request bodies. The context is made on the first https
+    request: loading a trust store costs milliseconds a plain-HTTP pull need not pay."""
 
-    def __init__(self, context: ssl.SSLContext, pool_size: int) -> None:
-        self._context = context
-        self._proxy_context = ssl.create_default_context()  # proxies: the system's trust
+    def __init__(self, verify: bool | str, pool_size: int) -> None:
+        self._verify = verify
+        self._context: ssl.SSLContext | None = None
+        self._lock = threading.Lock()
         super().__init__(pool_connections=8, pool_maxsize=pool_size, max_retries=0)
 
+    def _tls(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._context is None:
+                self._context = _tls_context(self._verify)
+                self.poolmanager.connection_pool_kw["ssl_context"] = self._context
+            return self._context
+
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.update(ssl_context=self._context, blocksize=_BLOCK)
+        kwargs.update(blocksize=_BLOCK)
         super().init_poolmanager(*args, **kwargs)
 
+    def get_connection_with_tls_context(
+        self, request: requests.PreparedRequest, verify: Any, proxies: Any = None, cert: Any = None
+    ) -> Any:
+        if (request.url or "").lower().startswith("https:"):
+            self._tls()
+        return super().get_connection_with_tls_context(request, verify, proxies, cert)
+
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        proxy_kwargs.update(
-            ssl_context=self._context, proxy_ssl_context=self._proxy_context, blocksize=_BLOCK
-        )
+        proxy_kwargs.update(ssl_context=self._tls(), blocksize=_BLOCK)
+        if proxy.lower().startswith("https:"):  # TLS to the proxy: the system's trust
+            proxy_kwargs["proxy_ssl_context"] = ssl.create_default_context()
         return super().proxy_manager_for(proxy, **proxy_kwargs)
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
@@ -93,7 +110,7 @@ def new_session(verify: bool | str, pool_size: int, user_agent: str) -> requests
     session.trust_env = False
     session.headers.clear()
     session.headers.update({"User-Agent": user_agent, "Accept-Encoding": "identity"})
-    adapter = _TrustAdapter(_tls_context(verify), pool_size)
+    adapter = _TrustAdapter(verify, pool_size)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     if verify is False:  # asked for with --insecure: not worth a warning per connection
