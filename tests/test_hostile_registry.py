@@ -6,6 +6,7 @@ cache and layout that still verify."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +16,10 @@ import pytest
 from support.hostile import FLOOD, HostileRegistry
 
 HYBRIDSTORE = [sys.executable, "-m", "hybridstore"]
+GNU_TIME = shutil.which("time") or "time"  # Debian package "time" (the Makefile's APT_PKGS)
+pytestmark = pytest.mark.skipif(
+    shutil.which("time") is None, reason="needs GNU time (Debian package time)"
+)
 # A command's own peak is ~45 MiB; any body read whole would be FLOOD (256 MiB) more.
 MAX_RSS_KIB = 128 << 10
 assert FLOOD >= 2 * (MAX_RSS_KIB << 10)
@@ -40,22 +45,19 @@ def env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def run(args: list[str], env: dict[str, str], stdin: str = "") -> tuple[int, str, int]:
-    """Exit code, stderr and peak RSS (KiB) of one CLI run."""
-    proc = subprocess.Popen(
-        [*HYBRIDSTORE, *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+def run(args: list[str], env: dict[str, str], tmp: Path, stdin: str = "") -> tuple[int, str, int]:
+    """Exit code, stderr and peak RSS (KiB, GNU time's ``%M``: the command's own, not
+    the forked test process's) of one CLI run."""
+    rss = tmp / "rss"
+    done = subprocess.run(
+        [GNU_TIME, "-f", "%M", "-o", str(rss), *HYBRIDSTORE, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
         env=env,
+        timeout=300,
     )
-    assert proc.stdin is not None and proc.stderr is not None
-    proc.stdin.write(stdin.encode())
-    proc.stdin.close()
-    err = proc.stderr.read().decode()  # EOF when the child exits
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, err, usage.ru_maxrss
+    return done.returncode, done.stderr, int(rss.read_text().split()[-1])
 
 
 def pull(h: HostileRegistry, tmp: Path) -> list[str]:
@@ -122,7 +124,7 @@ def test_hostile_registry(
     args = command(hostile, tmp_path)  # type: ignore[operator]
     if mode == "trickle-blob":
         args = [*args[:1], "--timeout", "0.5", *args[1:]]
-    got, err, rss = run(args, env, stdin="pw")
+    got, err, rss = run(args, env, tmp_path, stdin="pw")
     lines = err.strip().splitlines()
     assert got == code, err
     assert len(lines) == 1 and "Traceback" not in err, err
@@ -130,11 +132,11 @@ def test_hostile_registry(
     assert rss < MAX_RSS_KIB, f"peak RSS {rss} KiB"
     cache = tmp_path / "cache"
     if cache.exists():
-        verified, verr, _ = run(["cache", "verify"], env)
+        verified, verr, _ = run(["cache", "verify"], env, tmp_path)
         assert verified == 0, verr
     layout = tmp_path / "layout"
     if layout.exists():
-        verified, verr, _ = run(["layout", "verify", str(layout)], env)
+        verified, verr, _ = run(["layout", "verify", str(layout)], env, tmp_path)
         assert verified == 0, verr
 
 
@@ -144,5 +146,5 @@ def test_a_well_behaved_hostile_registry_pulls(
     """The control: the same server, no fault, works for every command used above."""
     hostile.mode = "none"
     for command in (pull, tags, inspect):
-        got, err, _ = run(command(hostile, tmp_path), env)
+        got, err, _ = run(command(hostile, tmp_path), env, tmp_path)
         assert got == 0, err
