@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 from support.hostile import FLOOD, HostileRegistry
 
+from hybridstore.pull import pull as pull_ref
+from hybridstore.remote.transport import TransportOptions
+
 HYBRIDSTORE = [sys.executable, "-m", "hybridstore"]
 GNU_TIME = shutil.which("time") or "time"  # Debian package "time" (the Makefile's APT_PKGS)
 pytestmark = pytest.mark.skipif(
@@ -24,6 +27,7 @@ pytestmark = pytest.mark.skipif(
 MAX_RSS_KIB = 128 << 10
 assert FLOOD >= 2 * (MAX_RSS_KIB << 10)
 FAST = ["--plain-http", "--retry-times", "1", "--retry-delay", "0"]
+PLAIN = TransportOptions(plain_http=True)
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +84,21 @@ def login(h: HostileRegistry, tmp: Path) -> list[str]:
     return ["login", *FAST, "-u", "alice", "--password-stdin", h.host_port]
 
 
+def referrers(h: HostileRegistry, tmp: Path) -> list[str]:
+    return ["referrers", *FAST, h.ref]
+
+
+def push(h: HostileRegistry, tmp: Path) -> list[str]:
+    """Push a layout pulled while the registry behaved back into it (as ``copy``)."""
+    source = tmp / "source"
+    mode, h.mode = h.mode, "none"
+    try:
+        pull_ref(h.ref, layout=source, cache=tmp / "cache", transport=PLAIN)
+    finally:
+        h.mode = mode
+    return ["push", *FAST, "--layout", str(source), h.ref, f"{h.host_port}/evil/copy:v1"]
+
+
 CASES = [
     # mode, command, exit code, words the one stderr line must hold
     ("endless-error", pull, 4, "not found"),
@@ -103,6 +122,10 @@ CASES = [
     ("realm-bad-url", pull, 6, "token realm"),
     ("realm-bad-url", login, 6, "token realm"),
     ("endless-token", pull, 6, "token server"),
+    ("endless-error", referrers, 4, "not found"),
+    ("garbage-status", push, 6, "cannot reach"),
+    ("location-bad-port", push, 6, "invalid URL"),
+    ("realm-bad-url", push, 6, "token realm"),
 ]
 
 

@@ -142,20 +142,29 @@ def send(
         )
     except (requests.exceptions.RequestException, ValueError) as e:
         raise Refused(str(e)) from None
-    try:
-        return session.get_adapter(url).send(
-            prepared,
-            stream=True,
-            timeout=(timeout, timeout),
-            verify=verify,
-            proxies=_proxies(url),
-        )
-    except (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader) as e:
-        raise Refused(str(e)) from None
-    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
-        raise reason(e) from None
-    except (http.client.HTTPException, ValueError) as e:
-        raise Refused(str(e)) from None
+    adapter, proxies = session.get_adapter(url), _proxies(url)
+    replayable = body is None or isinstance(body, bytes)
+    for attempt in (1, 2):
+        try:
+            return adapter.send(
+                prepared, stream=True, timeout=(timeout, timeout), verify=verify, proxies=proxies
+            )
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader) as e:
+            raise Refused(str(e)) from None
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+            if attempt == 1 and replayable and _stale(e):
+                continue  # a kept-alive connection the server had just closed: once more
+            raise reason(e) from None
+        except (http.client.HTTPException, ValueError) as e:
+            raise Refused(str(e)) from None
+    raise AssertionError("unreachable")
+
+
+def _stale(e: BaseException) -> bool:
+    """What sending on a pooled connection the server closed a moment ago raises (the
+    pool's check before reuse can race with the server's FIN)."""
+    stale = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+    return any(isinstance(c, stale) for c in _chain(e))
 
 
 def read_some(raw: urllib3.BaseHTTPResponse, n: int) -> bytes:
