@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
 
 from hybridstore.errors import InvalidReferenceError, NotFoundError
 from hybridstore.oci import mediatypes as mt
@@ -38,9 +37,6 @@ from hybridstore.store.layout_refs import names_of
 from hybridstore.store.linking import LinkMode
 from hybridstore.transfer.endpoint import BlobOutcome, Opener, Progress, Source
 from hybridstore.transfer.locator import explicit_reference
-
-if TYPE_CHECKING:
-    from hybridstore.remote.transport import RegistryTransport
 
 __all__ = ["LayoutSource", "LayoutDestination", "layout_referrers"]
 

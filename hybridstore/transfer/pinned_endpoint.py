@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 from hybridstore.errors import NotFoundError
 from hybridstore.oci.model import Descriptor
-from hybridstore.remote.transport import RegistryTransport
 from hybridstore.store.cache import BlobCache, BlobSource
 from hybridstore.store.layout import OCILayout
 from hybridstore.transfer.endpoint import Opener, Progress, Source
@@ -26,7 +25,7 @@ __all__ = ["PinnedSource"]
 class PinnedSource:
     """``root`` of ``name`` from ``cache``, falling back to ``remote`` when there is one."""
 
-    mount_from: tuple[RegistryTransport, str] | None = None
+    mount_from: tuple[str, str] | None = None
 
     def __init__(
         self,
