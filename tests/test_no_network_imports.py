@@ -112,3 +112,15 @@ def test_serve_never_loads_requests(
         proc.kill()
     assert proc.returncode == 0, err
     assert err.strip().splitlines()[-1] == "requests-loaded=False"
+
+
+def test_the_cli_transport_defaults_are_transport_options_defaults() -> None:
+    """cli/remote_options spells the defaults out (it may not import the client)."""
+    from hybridstore.cli.pull import pull as pull_command
+
+    params = {p.name: p for p in pull_command.params}
+    defaults = TransportOptions()
+    assert params["retry_times"].default == defaults.max_retries
+    assert params["timeout"].default == defaults.timeout
+    assert defaults.retry_delay is None  # --retry-delay has no default: backoff
+    assert f"{defaults.retry_base} s" in (params["retry_delay"].help or "")

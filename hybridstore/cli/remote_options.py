@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from hybridstore.errors import InvalidInputError
-from hybridstore.remote import defaults
 
 if TYPE_CHECKING:  # loaded when a command talks to a registry (pull --offline never does)
     from hybridstore.remote.credentials import Credential
@@ -26,12 +25,14 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-# Retries and timeouts, as skopeo names them (--retry-times, --retry-delay).
+# Retries and timeouts, as skopeo names them (--retry-times, --retry-delay). The defaults
+# are TransportOptions' (spelled out: pull --offline loads no hybridstore.remote module;
+# tests/test_no_network_imports.py checks they agree).
 _TRANSPORT_TUNING = [
     click.option(
         "--retry-times",
         type=click.IntRange(0, 100),
-        default=defaults.RETRIES,
+        default=5,
         show_default=True,
         help="Retries of a request after a connection error, 408, 429 or 5xx.",
     ),
@@ -40,12 +41,12 @@ _TRANSPORT_TUNING = [
         type=click.FloatRange(0, 3600),
         metavar="SECONDS",
         help="Fixed pause between retries [default: exponential backoff from "
-        f"{defaults.RETRY_BASE} s; a 429's Retry-After is honoured].",
+        "0.25 s; a 429's Retry-After is honoured].",
     ),
     click.option(
         "--timeout",
         type=click.FloatRange(0.1, 3600),
-        default=defaults.TIMEOUT,
+        default=30.0,
         show_default=True,
         metavar="SECONDS",
         help="Connect and read timeout; a body that averages under 1 KiB/s over this "

@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 
 from hybridstore.errors import AuthError, NetworkError, NotFoundError, RegistryError
 from hybridstore.oci.jsondoc import load_json
-from hybridstore.remote import defaults
 from hybridstore.remote.auth import Authenticator
 from hybridstore.remote.credentials import Credential
 from hybridstore.remote.http import (
@@ -50,12 +49,14 @@ class TransportOptions:
     plain_http: bool = False
     insecure: bool = False
     ca_file: str | None = None
-    timeout: float = defaults.TIMEOUT
+    timeout: float = 30.0
+    """Seconds to connect, to wait for each read, and the window over which a body must
+    average ``http.MIN_BODY_RATE``."""
     pool_size: int = 40
     """Connections kept per host: the streams of a transfer (``--concurrency`` large
     blobs plus the small-blob fan-out); verbs size it with ``with_streams``."""
-    max_retries: int = defaults.RETRIES
-    retry_base: float = defaults.RETRY_BASE
+    max_retries: int = 5
+    retry_base: float = 0.25
     retry_cap: float = 10.0
     retry_total: float = 120.0
     registries_conf: str | None = None  # None: where the containers tools look
