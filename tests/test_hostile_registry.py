@@ -88,6 +88,12 @@ def referrers(h: HostileRegistry, tmp: Path) -> list[str]:
     return ["referrers", *FAST, h.ref]
 
 
+def sync(h: HostileRegistry, tmp: Path) -> list[str]:
+    project = tmp / "hybridstore.yaml"
+    project.write_text(f"layout: layout\nrefs:\n  - {h.ref}\n")
+    return ["sync", *FAST, "-f", str(project)]
+
+
 def push(h: HostileRegistry, tmp: Path) -> list[str]:
     """Push a layout pulled while the registry behaved back into it (as ``copy``)."""
     source = tmp / "source"
@@ -123,6 +129,9 @@ CASES = [
     ("realm-bad-url", login, 6, "token realm"),
     ("endless-token", pull, 6, "token server"),
     ("endless-error", referrers, 4, "not found"),
+    ("garbage-status", sync, 6, "cannot reach"),
+    ("endless-manifest", sync, 10, "limit"),
+    ("truncated-blob", sync, 6, "giving up"),
     ("garbage-status", push, 6, "cannot reach"),
     ("location-bad-port", push, 6, "invalid URL"),
     ("realm-bad-url", push, 6, "token realm"),
