@@ -46,6 +46,7 @@ MODES: Final = (
     "endless-token",  # a token server whose answer never ends
     "deep-json-tags",  # a tag list nested 100 000 deep
     "trickle-blob",  # the blob at a few bytes per tick
+    "deep-json-manifest",  # a manifest nested 100 000 deep
 )
 
 
@@ -209,6 +210,10 @@ class _Handler(QuietHandler):
             return self._flood(200, m.data, b" ", chunked=False)
         if mode == "endless-manifest" and self.command == "HEAD":
             return self._send(405, b"")  # make the client GET by tag
+        if mode == "deep-json-manifest":
+            if self.command == "HEAD":
+                return self._send(405, b"")  # make the client GET by tag
+            m = Blob(m.media_type, b'{"config":' + b"[" * 100_000 + b"]" * 100_000 + b"}")
         return self._send(200, m.data, m.media_type, Docker_Content_Digest=m.digest)
 
     def _blob(self, mode: str, blob: Blob) -> None:
