@@ -368,12 +368,14 @@ def test_pull_offline_loads_no_network_code(scene: Scene) -> None:
     scene.pull("a", mode="auto")
     argv = ["--cache", str(scene.cache.root), "pull", "--offline"]
     argv += ["--layout", str(scene.root / "b"), scene.ref]
-    probe = (
+    probe = (  # what the command loads (coverage, when it measures the run, loads socket)
         "import sys\n"
+        "before = set(sys.modules)\n"
         "from hybridstore.cli import main\n"
         f"code = main({argv!r})\n"
-        "net = [m for m in ('socket', 'ssl', 'http.client') if m in sys.modules]\n"
-        "print(code, net, [m for m in sys.modules if m.startswith('hybridstore.remote')])\n"
+        "new = set(sys.modules) - before\n"
+        "net = [m for m in ('socket', 'ssl', 'http.client') if m in new]\n"
+        "print(code, net, [m for m in new if m.startswith('hybridstore.remote')])\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.stdout.splitlines()[-1] == "None [] []", done.stdout + done.stderr
