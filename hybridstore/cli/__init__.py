@@ -8,15 +8,18 @@ library, print, and let ``run_cli`` map library errors to exit codes.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from typing import Any
 
 import click
 
 from hybridstore import __version__
-from hybridstore.cli.common import GlobalOptions, run_cli
+from hybridstore.cli.format import fail
+from hybridstore.cli.options import GlobalOptions
+from hybridstore.errors import HybridstoreError
 
-__all__ = ["main", "cli"]
+__all__ = ["main", "cli", "run_cli"]
 
 # command name -> (module, attribute, one-line help); imported on use.
 _COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -91,3 +94,33 @@ def cli(ctx: click.Context, cache_dir: str | None, debug: bool, quiet: bool) -> 
 
 def main(argv: list[str] | None = None) -> Any:
     return run_cli(cli, argv if argv is not None else sys.argv[1:])
+
+
+def run_cli(group: click.Group, argv: list[str]) -> Any:
+    """Run the click group; map library errors to one stderr line and an exit code."""
+    debug = "--debug" in argv
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="hybridstore: %(levelname)s: %(message)s",
+    )
+    try:
+        return group.main(args=argv, prog_name="hybridstore", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.Abort:
+        click.echo("hybridstore: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except HybridstoreError as e:
+        if debug:
+            raise
+        fail(str(e).splitlines()[0] if str(e) else type(e).__name__, e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("hybridstore: interrupted", err=True)
+        sys.exit(130)
+    except OSError as e:
+        if debug:
+            raise
+        fail(f"{e.strerror or e} ({e.filename})" if e.filename else str(e), 11)

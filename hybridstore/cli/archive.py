@@ -7,9 +7,14 @@ from typing import Any, cast
 
 import click
 
-from hybridstore.cli.cache import Size, human_size
-from hybridstore.cli.common import GlobalOptions, emit_json, pass_options
-from hybridstore.cli.layout import init_option, link_mode_option
+from hybridstore.cli.format import emit_json, human_size
+from hybridstore.cli.options import (
+    GlobalOptions,
+    Size,
+    init_option,
+    link_mode_option,
+    pass_options,
+)
 from hybridstore.errors import InvalidInputError
 
 __all__ = ["export", "import_"]
@@ -67,7 +72,7 @@ def export(
     else:
         result = export_to_path(layout_dir, output, names, compression=chosen)
     if as_json:
-        click.echo(_json_text(result.to_json()), err=to_stdout)
+        emit_json(result.to_json(), err=to_stdout)
         return
     if opts.quiet:
         return
@@ -80,12 +85,6 @@ def export(
         f"{'uncompressed' if result.compression == 'none' else result.compression} archive",
         err=to_stdout,
     )
-
-
-def _json_text(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj, indent=2, sort_keys=True)
 
 
 @click.command("import")

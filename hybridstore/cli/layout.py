@@ -1,50 +1,21 @@
-"""``hybridstore layout verify|gc``, and ``--link-mode`` for every command that writes blobs."""
+"""``hybridstore layout verify|gc``: check, repair and clean up a project's layout."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from hybridstore.cli.common import GlobalOptions, emit_json, pass_options
-from hybridstore.cli.remote_options import credential_from, registry_options, transport_from
+from hybridstore.cli.format import emit_json, human_size
+from hybridstore.cli.options import (
+    GlobalOptions,
+    credential_from,
+    pass_options,
+    registry_options,
+    transport_from,
+)
 
-__all__ = ["layout", "link_mode_option"]
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def link_mode_option(f: _F) -> _F:
-    """Add ``--link-mode`` (env HYBRIDSTORE_LINK_MODE) to a command, passed as ``link_mode``."""
-    return click.option(
-        "--link-mode",
-        "link_mode",
-        type=click.Choice(["auto", "reflink", "hardlink", "copy"]),
-        envvar="HYBRIDSTORE_LINK_MODE",
-        show_envvar=True,
-        help="How blobs enter the layout from the cache: auto tries reflink, then hardlink, "
-        "then copy; an explicit mode fails instead of falling back.",
-    )(f)
-
-
-def init_option(f: _F) -> _F:
-    """Add ``--init`` (adopt a non-empty directory as a new layout), passed as ``init``."""
-    return click.option(
-        "--init",
-        is_flag=True,
-        help="Make --layout a layout even if it already holds other files (by default a "
-        "non-empty directory without oci-layout is refused).",
-    )(f)
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
+__all__ = ["layout"]
 
 
 @click.group()
@@ -104,7 +75,7 @@ def verify(
             state = "ok" if report.ok else f"{len(report.problems)} problem(s)"
             click.echo(
                 f"{directory}: {state}; {report.refs} ref(s), {report.blobs_checked} blob(s) "
-                f"verified ({_size(report.bytes_checked)})"
+                f"verified ({human_size(report.bytes_checked)})"
             )
     if mend is not None and not as_json:
         for line in mend.lines():
@@ -149,13 +120,13 @@ def gc(
         return
     verb = "would remove" if dry_run else "removed"
     for digest, size in report.removed:
-        click.echo(f"{verb} {digest} ({_size(size)})")
+        click.echo(f"{verb} {digest} ({human_size(size)})")
     for name in report.temp_files_removed:
         click.echo(f"{verb} temp file {name}")
     if report.kept_recent:
         n = len(report.kept_recent)
         click.echo(f"kept {n} unreachable blob(s) younger than the grace period (--grace)")
     click.echo(
-        f"{directory}: {verb} {len(report.removed)} blob(s), {_size(report.bytes_freed)}; "
+        f"{directory}: {verb} {len(report.removed)} blob(s), {human_size(report.bytes_freed)}; "
         f"{report.reachable} reachable"
     )

@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from hybridstore.cli.common import GlobalOptions, emit_json, pass_options
-from hybridstore.cli.remote_options import registry_options, transport_from
+from hybridstore.cli.format import emit_json
+from hybridstore.cli.options import GlobalOptions, pass_options, registry_options, transport_from
 from hybridstore.errors import InvalidInputError
 
 __all__ = ["login", "logout"]
@@ -48,36 +48,27 @@ def login(opts: GlobalOptions, /, registry: str, as_json: bool, **kw: Any) -> No
     docker and podman look: a configured credential helper, else
     ~/.docker/config.json ($DOCKER_CONFIG; $REGISTRY_AUTH_FILE when set).
     """
-    from hybridstore.remote.auth import check_login
-    from hybridstore.remote.credentials import Credential, normalize_registry, save_credential
+    from hybridstore.remote.credentials import Credential
+    from hybridstore.remote.login import login as login_call
 
     if kw["insecure"] and kw["ca_file"]:
         raise click.UsageError("--insecure and --ca-file exclude each other")
     transport = transport_from(kw)
-    name = normalize_registry(registry)
     username, password = _read_secret(kw.pop("username"), kw.pop("password_stdin"))
-    cred = Credential(username=username, password=password)
-    kind = check_login(
-        name,
-        cred,
-        scheme="http" if transport.plain_http else "https",
-        verify=transport.verify,
-        timeout=transport.timeout,
-    )
-    where = save_credential(name, cred)
+    result = login_call(registry, Credential(username=username, password=password), transport)
     if as_json:
-        emit_json({"registry": name, "auth": kind, "stored_in": where})
+        emit_json(result.to_json())
         return
     if opts.quiet:
         return
-    if not where.startswith("docker-credential-"):
+    if result.stored_in_plain_file:
         click.echo(
-            f"warning: the password is stored unencrypted (base64) in {where}; "
+            f"warning: the password is stored unencrypted (base64) in {result.stored_in}; "
             "configure a credential helper (credsStore) to avoid this",
             err=True,
         )
-    note = " (the registry does not ask for authentication)" if kind == "none" else ""
-    click.echo(f"Login succeeded for {name}{note}")
+    note = " (the registry does not ask for authentication)" if result.auth == "none" else ""
+    click.echo(f"Login succeeded for {result.registry}{note}")
 
 
 @click.command()

@@ -2,76 +2,25 @@
 
 from __future__ import annotations
 
-import sys
-import threading
 from typing import Any
 
 import click
 
-from hybridstore.cli.common import GlobalOptions, concurrency_option, emit_json, pass_options
-from hybridstore.cli.layout import init_option, link_mode_option
-from hybridstore.cli.remote_options import (
+from hybridstore.cli.format import emit_json
+from hybridstore.cli.options import (
+    GlobalOptions,
+    concurrency_option,
     credential_from,
+    init_option,
+    link_mode_option,
+    max_manifest_size_option,
     mirror_options,
+    pass_options,
     registry_options,
     transport_from,
 )
-from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
-from hybridstore.oci.model import Descriptor
-from hybridstore.transfer.endpoint import BlobOutcome, Progress
 
-__all__ = ["RichProgress", "max_manifest_size_option", "pull"]
-
-# The manifest cap of the commands that fill layouts from registries (pull, sync).
-max_manifest_size_option = click.option(
-    "--max-manifest-size",
-    default=MAX_DOCUMENT_BYTES,
-    show_default=True,
-    type=click.IntRange(MAX_DOCUMENT_BYTES),
-    help="Largest manifest accepted, in bytes.",
-)
-
-
-class RichProgress(Progress):
-    """Per-blob and total bars (bytes, rate, ETA) on a TTY."""
-
-    def __init__(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-        from rich.progress import (
-            Progress as Bars,
-        )
-
-        self.bars = Bars(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            transient=True,
-        )
-        self._tasks: dict[str, Any] = {}
-        self._lock = threading.Lock()
-
-    def start(self, desc: Descriptor) -> None:
-        with self._lock:
-            self._tasks[str(desc.digest)] = self.bars.add_task(desc.digest.short, total=desc.size)
-
-    def advance(self, desc: Descriptor, nbytes: int) -> None:
-        task = self._tasks.get(str(desc.digest))
-        if task is not None:
-            self.bars.advance(task, nbytes)
-
-    def done(self, desc: Descriptor, outcome: BlobOutcome) -> None:
-        with self._lock:
-            task = self._tasks.pop(str(desc.digest), None)
-        if task is not None:
-            self.bars.remove_task(task)
+__all__ = ["pull"]
 
 
 @click.command()
@@ -136,6 +85,7 @@ def pull(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
     Each blob is downloaded once into the shared cache and linked into the
     layout; a re-pull of cached content costs one manifest request.
     """
+    from hybridstore.cli.progress import run_with_progress
     from hybridstore.pull import pull_many
 
     if kw["ref_name"] and len(refs) > 1:
@@ -150,8 +100,6 @@ def pull(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
     else:
         transport, credential = transport_from(kw), credential_from(kw)
     as_json = kw.pop("as_json")
-    show_bars = sys.stderr.isatty() and not opts.quiet and not as_json
-    progress = RichProgress() if show_bars else None
     args: dict[str, Any] = dict(
         layout=kw["layout_dir"],
         cache=opts.cache_dir,
@@ -166,16 +114,13 @@ def pull(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
         transport=transport,
         credential=credential,
         manifest_limit=kw["max_manifest_size"],
-        progress=progress,
+        init=kw["init"],
         verify=kw["verify"],
         offline=offline,
-        init=kw["init"],
     )
-    if progress is not None:
-        with progress.bars:
-            results = pull_many(list(refs), **args)
-    else:
-        results = pull_many(list(refs), **args)
+    results = run_with_progress(
+        opts.quiet, as_json, lambda progress: pull_many(list(refs), progress=progress, **args)
+    )
     if as_json:
         emit_json([r.to_json() for r in results] if len(results) > 1 else results[0].to_json())
         return

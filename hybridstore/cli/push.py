@@ -6,15 +6,14 @@ from typing import Any
 
 import click
 
-from hybridstore.cli.common import GlobalOptions, pass_options
-from hybridstore.cli.copy import (
-    common_kwargs,
-    print_results,
-    run_with_progress,
+from hybridstore.cli.options import (
+    GlobalOptions,
+    pass_options,
+    registry_options,
+    transfer_kwargs,
     transfer_options,
     upload_options,
 )
-from hybridstore.cli.remote_options import registry_options
 
 __all__ = ["push"]
 
@@ -49,6 +48,8 @@ def push(
     --all pushes every ref to its recorded name, with referrers (the
     air-gap restore case).
     """
+    from hybridstore.cli.format import print_transfer_results
+    from hybridstore.cli.progress import run_with_progress
     from hybridstore.push import push_all, push_many
 
     push_every, registry = kw.pop("push_all"), kw.pop("registry")
@@ -58,7 +59,7 @@ def push(
         raise click.UsageError("give NAME (and optionally TARGET), or --all")
     if registry and not push_every:
         raise click.UsageError("--registry goes with --all; otherwise give a TARGET")
-    args = common_kwargs(opts, kw)
+    args = transfer_kwargs(opts, kw)
 
     def call(progress: Any) -> Any:
         if push_every:
@@ -67,5 +68,5 @@ def push(
         assert name is not None
         return push_many(layout_dir, [(name, target)], progress=progress, **args)
 
-    results = run_with_progress(opts, as_json, call)
-    print_results(opts, as_json, results)
+    results = run_with_progress(opts.quiet, as_json, call)
+    print_transfer_results(opts.quiet, as_json, results)

@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from hybridstore.cli.common import GlobalOptions, emit_json, pass_options
+from hybridstore.cli.format import emit_json
+from hybridstore.cli.options import GlobalOptions, json_option, pass_options
 from hybridstore.oci.model import Descriptor
 
 __all__ = ["refs", "tag", "untag"]
@@ -18,7 +19,6 @@ _layout_option = click.option(
     type=click.Path(file_okay=False),
     help="The OCI layout directory.",
 )
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
 def _row(name: str, desc: Descriptor) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def _row(name: str, desc: Descriptor) -> dict[str, Any]:
 
 @click.command()
 @_layout_option
-@_json_option
+@json_option
 def refs(layout_dir: str, as_json: bool) -> None:
     """List the refs (names) in a layout's index.json."""
     from hybridstore.store.layout import OCILayout
@@ -55,7 +55,7 @@ def refs(layout_dir: str, as_json: bool) -> None:
 @_layout_option
 @click.argument("src")
 @click.argument("new")
-@_json_option
+@json_option
 @pass_options
 def tag(opts: GlobalOptions, /, layout_dir: str, src: str, new: str, as_json: bool) -> None:
     """Give the content SRC names (a ref, an unambiguous tag or a digest) the name NEW.
@@ -76,7 +76,7 @@ def tag(opts: GlobalOptions, /, layout_dir: str, src: str, new: str, as_json: bo
 @click.command()
 @_layout_option
 @click.argument("name")
-@_json_option
+@json_option
 @pass_options
 def untag(opts: GlobalOptions, /, layout_dir: str, name: str, as_json: bool) -> None:
     """Remove NAME from a layout's index.json (blobs stay until `layout gc`)."""

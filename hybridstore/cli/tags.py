@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from hybridstore.cli.common import emit_json
-from hybridstore.cli.remote_options import (
+from hybridstore.cli.format import emit_json
+from hybridstore.cli.options import (
     credential_from,
     mirror_options,
     registry_options,
@@ -24,14 +24,9 @@ __all__ = ["tags"]
 @mirror_options
 def tags(ref: str, as_json: bool, **kw: Any) -> None:
     """List the tags of REF's repository (following pagination)."""
-    from hybridstore.oci.reference import Reference
-    from hybridstore.remote.clients import RegistryClients
+    from hybridstore.remote.clients import list_tags
 
-    clients = RegistryClients(transport_from(kw), credential_from(kw))
-    try:
-        names = clients.repository(Reference.parse(ref)).tags()
-    finally:
-        clients.close()
+    names = list_tags(ref, transport_from(kw), credential_from(kw))
     if as_json:
         emit_json(names)
     else:

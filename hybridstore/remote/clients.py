@@ -21,7 +21,7 @@ from hybridstore.remote.registries_conf import load_registries_conf
 from hybridstore.remote.repository import Repository
 from hybridstore.remote.transport import RegistryTransport, TransportOptions, new_client
 
-__all__ = ["RegistryClients"]
+__all__ = ["RegistryClients", "list_tags"]
 
 log = logging.getLogger("hybridstore.remote")
 
@@ -137,3 +137,11 @@ class RegistryClients:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def list_tags(
+    reference: str, options: TransportOptions, credential: Credential | None = None
+) -> list[str]:
+    """Every tag of ``reference``'s repository (pagination followed), in the registry's order."""
+    with RegistryClients(options, credential) as clients:
+        return clients.repository(Reference.parse(reference)).tags()

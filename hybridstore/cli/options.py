@@ -1,0 +1,316 @@
+"""Click options and parameter types every command family shares, each defined once.
+
+Global options, ``--concurrency``, ``--link-mode``, the registry and credential options,
+``REF``-or-``--layout``, the transfer and upload options of copy/push, and the ``size`` and
+``duration`` parameter types (parsed by ``hybridstore.units``, the grammar the library uses).
+Every command loads this module, so the registry client is imported only inside the helpers
+that build its options (``hybridstore --help`` stays cheap).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from hybridstore.errors import InvalidInputError
+from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
+from hybridstore.units import parse_duration, parse_size
+
+if TYPE_CHECKING:
+    from hybridstore.remote.credentials import Credential
+    from hybridstore.remote.transport import TransportOptions
+
+__all__ = [
+    "Duration",
+    "GlobalOptions",
+    "Size",
+    "concurrency_option",
+    "credential_from",
+    "init_option",
+    "json_option",
+    "link_mode_option",
+    "max_manifest_size_option",
+    "mirror_options",
+    "pass_options",
+    "ref_or_layout",
+    "registry_options",
+    "transfer_kwargs",
+    "transfer_options",
+    "transport_from",
+    "upload_options",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_MIB = 1 << 20
+
+
+@dataclass
+class GlobalOptions:
+    cache_dir: str | None = None
+    debug: bool = False
+    quiet: bool = False
+
+
+pass_options = click.make_pass_decorator(GlobalOptions, ensure=True)
+
+
+def _apply(f: F, options: Sequence[Callable[[F], F]]) -> F:
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+class Duration(click.ParamType[float, Any]):
+    """Seconds given as 90, 90s, 15m, 1h, 7d, 2w (``units.parse_duration``)."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return parse_duration(str(value))
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+class Size(click.ParamType[int, Any]):
+    """A byte count given as 123, 500M, 2G... (``units.parse_size``)."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value))
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+# The numbers are transfer.pools.SMALL_BLOB and SMALL_BLOB_FANOUT (not imported: every command
+# loads this module, and that one imports the document model).
+concurrency_option = click.option(
+    "--concurrency",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Blobs transferred at once; blobs under 256 KiB, which wait on round trips "
+    "rather than bandwidth, up to 4x as many.",
+)
+
+
+# The manifest cap of the commands that fill layouts from registries (pull, sync).
+max_manifest_size_option = click.option(
+    "--max-manifest-size",
+    default=MAX_DOCUMENT_BYTES,
+    show_default=True,
+    type=click.IntRange(MAX_DOCUMENT_BYTES),
+    help="Largest manifest accepted, in bytes.",
+)
+
+
+def link_mode_option(f: F) -> F:
+    """Add ``--link-mode`` (env HYBRIDSTORE_LINK_MODE) to a command, passed as ``link_mode``."""
+    return click.option(
+        "--link-mode",
+        "link_mode",
+        type=click.Choice(["auto", "reflink", "hardlink", "copy"]),
+        envvar="HYBRIDSTORE_LINK_MODE",
+        show_envvar=True,
+        help="How blobs enter the layout from the cache: auto tries reflink, then hardlink, "
+        "then copy; an explicit mode fails instead of falling back.",
+    )(f)
+
+
+def init_option(f: F) -> F:
+    """Add ``--init`` (adopt a non-empty directory as a new layout), passed as ``init``."""
+    return click.option(
+        "--init",
+        is_flag=True,
+        help="Make --layout a layout even if it already holds other files (by default a "
+        "non-empty directory without oci-layout is refused).",
+    )(f)
+
+
+def registry_options(f: F) -> F:
+    """--plain-http, --insecure, --ca-file, -u/--username, --password-stdin."""
+    return _apply(
+        f,
+        [
+            click.option("--plain-http", is_flag=True, help="Use HTTP instead of HTTPS."),
+            click.option("--insecure", is_flag=True, help="Skip TLS certificate verification."),
+            click.option(
+                "--ca-file",
+                type=click.Path(exists=True, dir_okay=False),
+                help="CA bundle to verify the registry's certificate.",
+            ),
+            click.option("-u", "--username", help="Registry user name (with --password-stdin)."),
+            click.option(
+                "--password-stdin", is_flag=True, help="Read the password or token from stdin."
+            ),
+        ],
+    )
+
+
+def mirror_options(f: F) -> F:
+    """--registries-conf, --mirror: for the commands that read (push never uses mirrors)."""
+    f = click.option(
+        "--mirror",
+        "mirror",
+        multiple=True,
+        metavar="HOST",
+        help="Try this pull-through registry (host[:port], same repository paths) first, "
+        "before registries.conf's mirrors; repeatable.",
+    )(f)
+    return click.option(
+        "--registries-conf",
+        type=click.Path(dir_okay=False),
+        help="containers-registries.conf(5) file to use instead of $HYBRIDSTORE_REGISTRIES_CONF, "
+        "$CONTAINERS_REGISTRIES_CONF, ~/.config/containers/ or /etc/containers/ "
+        "(registries.conf.d/ drop-ins still apply).",
+    )(f)
+
+
+def ref_or_layout(layout_help: str) -> Callable[[F], F]:
+    """The optional REF argument and ``--layout DIR``: commands that read REF from a
+    registry, or from a layout instead (where REF is a ref name, optional when the
+    layout has just one)."""
+
+    def decorate(f: F) -> F:
+        f = click.option(
+            "--layout",
+            "layout_dir",
+            type=click.Path(file_okay=False, exists=True),
+            help=layout_help,
+        )(f)
+        return click.argument("ref", required=False)(f)
+
+    return decorate
+
+
+def transport_from(kwargs: dict[str, Any]) -> TransportOptions:
+    from hybridstore.remote.transport import TransportOptions
+
+    return TransportOptions(
+        plain_http=kwargs.pop("plain_http"),
+        insecure=kwargs.pop("insecure"),
+        ca_file=kwargs.pop("ca_file"),
+        registries_conf=kwargs.pop("registries_conf", None),
+        mirrors=tuple(kwargs.pop("mirror", ())),
+    )
+
+
+def credential_from(kwargs: dict[str, Any]) -> Credential | None:
+    from hybridstore.remote.credentials import Credential
+
+    username, from_stdin = kwargs.pop("username"), kwargs.pop("password_stdin")
+    if not from_stdin:
+        if username:
+            raise InvalidInputError("--username needs --password-stdin (the password on stdin)")
+        return None
+    secret = sys.stdin.read().rstrip("\r\n")
+    if not secret:
+        raise InvalidInputError("--password-stdin given but stdin was empty")
+    if not username:
+        return Credential(identity_token=secret)
+    return Credential(username=username, password=secret)
+
+
+def transfer_options(f: F) -> F:
+    """--platform, --all-platforms, --include-referrers, --referrer-type, --concurrency,
+    --include-nondistributable, --max-manifest-size, --json."""
+    return _apply(
+        f,
+        [
+            click.option(
+                "--platform",
+                "platforms",
+                multiple=True,
+                metavar="OS/ARCH[/VARIANT]",
+                help="Platform of an image index (repeatable). Into a layout: default this "
+                "host's. Into a registry: default the whole index; one --platform copies "
+                "just that manifest as the target.",
+            ),
+            click.option("--all-platforms", is_flag=True, help="Every manifest of an index."),
+            click.option(
+                "--include-referrers",
+                is_flag=True,
+                help="Also copy what is attached through 'subject' (signatures, SBOMs).",
+            ),
+            click.option(
+                "--referrer-type",
+                "referrer_types",
+                multiple=True,
+                metavar="ARTIFACT_TYPE",
+                help="With --include-referrers: only these artifact types (repeatable).",
+            ),
+            concurrency_option,
+            click.option(
+                "--include-nondistributable",
+                is_flag=True,
+                help="Also copy foreign/non-distributable layers (off by default).",
+            ),
+            click.option(
+                "--max-manifest-size",
+                default=MAX_DOCUMENT_BYTES,
+                show_default=True,
+                type=click.IntRange(MAX_DOCUMENT_BYTES),
+                help="Largest manifest accepted, in bytes.",
+            ),
+            click.option("--json", "as_json", is_flag=True, help="Print a JSON summary."),
+        ],
+    )
+
+
+def upload_options(f: F) -> F:
+    """--chunk-size and --chunked-above (uploads into registries)."""
+    return _apply(
+        f,
+        [
+            click.option(
+                "--chunk-size",
+                default=16 * _MIB,
+                show_default=True,
+                type=click.IntRange(1),
+                help="Bytes per PATCH of a chunked upload (raised to the registry's minimum).",
+            ),
+            click.option(
+                "--chunked-above",
+                default=64 * _MIB,
+                show_default=True,
+                type=click.IntRange(0),
+                help="Upload blobs larger than this in chunks (0: always chunked).",
+            ),
+        ],
+    )
+
+
+def transfer_kwargs(opts: GlobalOptions, kw: dict[str, Any]) -> dict[str, Any]:
+    """Library keyword arguments from the transfer, upload and registry options
+    (consumed from ``kw``)."""
+    from hybridstore.remote.upload import UploadOptions
+
+    return dict(
+        cache=opts.cache_dir,
+        platforms=kw.pop("platforms"),
+        concurrency=kw.pop("concurrency"),
+        include_nondistributable=kw.pop("include_nondistributable"),
+        include_referrers=kw.pop("include_referrers") or bool(kw.get("referrer_types")),
+        referrer_types=kw.pop("referrer_types"),
+        transport=transport_from(kw),
+        credential=credential_from(kw),
+        upload=UploadOptions(
+            chunk_size=kw.pop("chunk_size"), chunked_above=kw.pop("chunked_above")
+        ),
+        manifest_limit=kw.pop("max_manifest_size"),
+    )
