@@ -56,9 +56,9 @@ def pull_many(
     parsed = [Reference.parse(r) for r in refs]
     if offline:
         return _pull_offline(parsed, layout, ref_name, init, settings)
-    from hybridstore.transfer.copier import Copier  # the registry client loads here
+    from hybridstore.transfer.copier import Copier, bound_settings  # the registry client
 
-    with Copier(**settings) as copier:
+    with Copier(**bound_settings(settings, [ref.registry for ref in parsed])) as copier:
         # Sources first: credentials are resolved before the layout exists.
         sources = [copier.registry_source(ref) for ref in parsed]
         if isinstance(layout, OCILayout):

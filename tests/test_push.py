@@ -317,7 +317,8 @@ def test_push_and_mount_with_token_auth_ask_for_the_right_scopes(
         f"{reg.host_port}/team/mirror:v1",
         cache=tmp_cache,
         transport=PLAIN,
-        credential=cred,
+        src_credential=cred,
+        dest_credential=cred,
     )
     assert result.mounted == 2  # config and layer, no bytes moved
     scopes = {s for r in reg.token_server.requests for s in r.query.get("scope", [])}

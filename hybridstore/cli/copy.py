@@ -8,12 +8,14 @@ import click
 
 from hybridstore.cli.options import (
     GlobalOptions,
+    copy_credential_options,
     link_mode_option,
     mirror_options,
     pass_options,
-    registry_options,
+    side_credentials_from,
     transfer_kwargs,
     transfer_options,
+    transport_options,
     upload_options,
 )
 
@@ -26,7 +28,8 @@ __all__ = ["copy"]
 @transfer_options
 @upload_options
 @link_mode_option
-@registry_options
+@transport_options
+@copy_credential_options
 @mirror_options
 @pass_options
 def copy(opts: GlobalOptions, /, src: str, dst: str, **kw: Any) -> None:
@@ -39,13 +42,17 @@ def copy(opts: GlobalOptions, /, src: str, dst: str, **kw: Any) -> None:
       oci-archive:PATH[:NAME]        an OCI layout tar (as `hybridstore export` writes)
 
     Between two repositories of one registry, blobs are mounted, not moved.
+    A --src-* credential is sent only to the source registry, a --dest-* one
+    only to the destination; other registries use their stored credentials.
     """
     from hybridstore.cli.format import print_transfer_results
     from hybridstore.cli.progress import run_with_progress
     from hybridstore.copy import copy as copy_call
 
     as_json = kw.pop("as_json")
+    src_credential, dest_credential = side_credentials_from(kw)
     args = transfer_kwargs(opts, kw)
+    args.update(src_credential=src_credential, dest_credential=dest_credential)
     args.update(all_platforms=kw.pop("all_platforms"), link_mode=kw.pop("link_mode"))
     result = run_with_progress(
         opts.quiet, as_json, lambda progress: copy_call(src, dst, progress=progress, **args)

@@ -29,6 +29,7 @@ __all__ = [
     "GlobalOptions",
     "Size",
     "concurrency_option",
+    "copy_credential_options",
     "credential_from",
     "init_option",
     "json_option",
@@ -38,9 +39,11 @@ __all__ = [
     "pass_options",
     "ref_or_layout",
     "registry_options",
+    "side_credentials_from",
     "transfer_kwargs",
     "transfer_options",
     "transport_from",
+    "transport_options",
     "upload_options",
 ]
 
@@ -142,8 +145,8 @@ def init_option(f: F) -> F:
     )(f)
 
 
-def registry_options(f: F) -> F:
-    """--plain-http, --insecure, --ca-file, -u/--username, --password-stdin."""
+def transport_options(f: F) -> F:
+    """--plain-http, --insecure, --ca-file."""
     return _apply(
         f,
         [
@@ -154,9 +157,28 @@ def registry_options(f: F) -> F:
                 type=click.Path(exists=True, dir_okay=False),
                 help="CA bundle to verify the registry's certificate.",
             ),
+        ],
+    )
+
+
+_password_stdin_option = click.option(
+    "--password-stdin", is_flag=True, help="Read the password or token from stdin."
+)
+
+
+def registry_options(f: F) -> F:
+    """The transport options, and one credential: -u/--username with --password-stdin,
+    or --creds USER:PASSWORD. It goes only to the registry the refs are on."""
+    return _apply(
+        f,
+        [
+            transport_options,
             click.option("-u", "--username", help="Registry user name (with --password-stdin)."),
+            _password_stdin_option,
             click.option(
-                "--password-stdin", is_flag=True, help="Read the password or token from stdin."
+                "--creds",
+                metavar="USER:PASSWORD",
+                help="Credentials for the refs' registry (as skopeo's --creds).",
             ),
         ],
     )
@@ -179,6 +201,27 @@ def mirror_options(f: F) -> F:
         "$CONTAINERS_REGISTRIES_CONF, ~/.config/containers/ or /etc/containers/ "
         "(registries.conf.d/ drop-ins still apply).",
     )(f)
+
+
+def copy_credential_options(f: F) -> F:
+    """--src-creds/--dest-creds, or --src-username/--dest-username with --password-stdin:
+    each side's credential goes only to that side's registry, as with skopeo."""
+    return _apply(
+        f,
+        [
+            click.option(
+                "--src-creds", metavar="USER:PASSWORD", help="Credentials for the source registry."
+            ),
+            click.option(
+                "--dest-creds",
+                metavar="USER:PASSWORD",
+                help="Credentials for the destination registry.",
+            ),
+            click.option("--src-username", help="Source user name (password from stdin)."),
+            click.option("--dest-username", help="Destination user name (password from stdin)."),
+            _password_stdin_option,
+        ],
+    )
 
 
 def ref_or_layout(layout_help: str) -> Callable[[F], F]:
@@ -210,20 +253,60 @@ def transport_from(kwargs: dict[str, Any]) -> TransportOptions:
     )
 
 
+def _read_password_stdin() -> str:
+    secret = sys.stdin.read().rstrip("\r\n")
+    if not secret:
+        raise InvalidInputError("--password-stdin given but stdin was empty")
+    return secret
+
+
 def credential_from(kwargs: dict[str, Any]) -> Credential | None:
-    from hybridstore.remote.credentials import Credential
+    """The one credential of ``registry_options`` (consumed from ``kwargs``)."""
+    from hybridstore.remote.credentials import Credential, parse_creds
 
     username, from_stdin = kwargs.pop("username"), kwargs.pop("password_stdin")
+    creds = kwargs.pop("creds")
+    if creds is not None:
+        if username or from_stdin:
+            raise InvalidInputError("--creds excludes -u/--username and --password-stdin")
+        return parse_creds(creds)
     if not from_stdin:
         if username:
             raise InvalidInputError("--username needs --password-stdin (the password on stdin)")
         return None
-    secret = sys.stdin.read().rstrip("\r\n")
-    if not secret:
-        raise InvalidInputError("--password-stdin given but stdin was empty")
+    secret = _read_password_stdin()
     if not username:
         return Credential(identity_token=secret)
     return Credential(username=username, password=secret)
+
+
+def side_credentials_from(kwargs: dict[str, Any]) -> tuple[Credential | None, Credential | None]:
+    """(source, destination) credentials of ``copy_credential_options`` (consumed)."""
+    from hybridstore.remote.credentials import Credential, parse_creds
+
+    sides: list[Credential | None] = []
+    stdin_users = []
+    for side in ("src", "dest"):
+        creds, username = kwargs.pop(f"{side}_creds"), kwargs.pop(f"{side}_username")
+        if creds is not None and username is not None:
+            raise InvalidInputError(f"--{side}-creds excludes --{side}-username")
+        sides.append(parse_creds(creds, f"--{side}-creds") if creds is not None else None)
+        if username is not None:
+            stdin_users.append((side, username))
+    if not kwargs.pop("password_stdin"):
+        if stdin_users:
+            raise InvalidInputError(
+                f"--{stdin_users[0][0]}-username needs --password-stdin (the password on stdin)"
+            )
+        return sides[0], sides[1]
+    if len(stdin_users) != 1:
+        raise InvalidInputError(
+            "--password-stdin reads one password: give exactly one of --src-username and "
+            "--dest-username with it (--src-creds/--dest-creds for the other side)"
+        )
+    side, username = stdin_users[0]
+    cred = Credential(username=username, password=_read_password_stdin())
+    return (cred, sides[1]) if side == "src" else (sides[0], cred)
 
 
 def transfer_options(f: F) -> F:
@@ -296,8 +379,8 @@ def upload_options(f: F) -> F:
 
 
 def transfer_kwargs(opts: GlobalOptions, kw: dict[str, Any]) -> dict[str, Any]:
-    """Library keyword arguments from the transfer, upload and registry options
-    (consumed from ``kw``)."""
+    """Library keyword arguments from the transfer, upload and transport options
+    (consumed from ``kw``); the caller adds the credentials."""
     from hybridstore.remote.upload import UploadOptions
 
     return dict(
@@ -308,7 +391,6 @@ def transfer_kwargs(opts: GlobalOptions, kw: dict[str, Any]) -> dict[str, Any]:
         include_referrers=kw.pop("include_referrers") or bool(kw.get("referrer_types")),
         referrer_types=kw.pop("referrer_types"),
         transport=transport_from(kw),
-        credential=credential_from(kw),
         upload=UploadOptions(
             chunk_size=kw.pop("chunk_size"), chunked_above=kw.pop("chunked_above")
         ),

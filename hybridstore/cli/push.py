@@ -8,6 +8,7 @@ import click
 
 from hybridstore.cli.options import (
     GlobalOptions,
+    credential_from,
     pass_options,
     registry_options,
     transfer_kwargs,
@@ -60,6 +61,7 @@ def push(
     if registry and not push_every:
         raise click.UsageError("--registry goes with --all; otherwise give a TARGET")
     args = transfer_kwargs(opts, kw)
+    args["credential"] = credential_from(kw)
 
     def call(progress: Any) -> Any:
         if push_every:

@@ -11,12 +11,14 @@ through a layout (``archive/`` sits beside this layer, not below it).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.reference import Reference
 from hybridstore.remote.clients import RegistryClients
+from hybridstore.remote.credentials import bind_credential, merge_credentials
 from hybridstore.remote.transport import TransportOptions
 from hybridstore.store.cache import BlobCache
 from hybridstore.store.layout import OCILayout
@@ -33,7 +35,18 @@ from hybridstore.transfer.settings import CopySettings, copy_options
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["Copier"]
+__all__ = ["Copier", "bound_settings"]
+
+
+def bound_settings(
+    settings: CopySettings, registries: Iterable[str], option: str = "-u/--creds"
+) -> CopySettings:
+    """``settings`` with ``credential`` moved into ``credentials`` for the one registry in
+    ``registries`` (more than one: ``InvalidInputError``, before anything is sent)."""
+    out = settings.copy()
+    scoped = bind_credential(out.pop("credential", None), registries, option)
+    out["credentials"] = merge_credentials(out.get("credentials") or {}, scoped)
+    return out
 
 
 class Copier:
@@ -44,7 +57,9 @@ class Copier:
         cache = settings.get("cache")
         self.cache = cache if isinstance(cache, BlobCache) else BlobCache(cache)
         transport = settings.get("transport") or TransportOptions()
-        self.clients = RegistryClients(transport, settings.get("credential"))
+        if settings.get("credential") is not None:
+            raise TypeError("bind the credential to its registry first (bound_settings)")
+        self.clients = RegistryClients(transport, settings.get("credentials"))
         link_mode = settings.get("link_mode")
         self.link_mode = LinkMode(link_mode) if isinstance(link_mode, str) else link_mode
         self.upload = settings.get("upload")

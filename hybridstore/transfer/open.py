@@ -16,7 +16,7 @@ from hybridstore.errors import InvalidInputError, NotFoundError
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.reference import Reference
 from hybridstore.remote.clients import RegistryClients
-from hybridstore.remote.credentials import Credential
+from hybridstore.remote.credentials import Credential, bind_credential
 from hybridstore.remote.transport import TransportOptions
 from hybridstore.store.cache import BlobCache
 from hybridstore.store.layout import OCILayout
@@ -66,6 +66,7 @@ def open_source(
     if not ref:
         raise NotFoundError("no reference given; pass REF or --layout DIR NAME")
     parsed = Reference.parse(ref)
-    with RegistryClients(transport or TransportOptions(), credential) as clients:
+    credentials = bind_credential(credential, [parsed.registry])
+    with RegistryClients(transport or TransportOptions(), credentials) as clients:
         repo = clients.repository(parsed, manifest_limit)
         yield Opened(RegistrySource(repo, cache), parsed.reference, str(parsed))
