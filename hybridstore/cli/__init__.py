@@ -16,7 +16,7 @@ import click
 
 from hybridstore import __version__
 from hybridstore.cli.format import fail
-from hybridstore.cli.options import GlobalOptions
+from hybridstore.cli.options import GlobalOptions, add_global_options
 from hybridstore.errors import HybridstoreError
 
 __all__ = ["main", "cli", "run_cli"]
@@ -42,6 +42,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "import": ("hybridstore.cli.archive", "import_", "Import an OCI layout tar into a layout."),
     "serve": ("hybridstore.cli.serve", "serve", "Serve layouts read-only over the OCI API."),
     "sync": ("hybridstore.cli.sync", "sync", "Make layouts match hybridstore.yaml and its lock."),
+    "completion": (
+        "hybridstore.cli.completion",
+        "completion",
+        "Print a bash, zsh or fish completion script.",
+    ),
 }
 
 
@@ -56,7 +61,7 @@ class LazyGroup(click.Group):
             module, attr, _ = _COMMANDS[cmd_name]
             cmd = getattr(importlib.import_module(module), attr)
             assert isinstance(cmd, click.Command)
-            return cmd
+            return add_global_options(cmd)
         return super().get_command(ctx, cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -67,19 +72,9 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(file_okay=False),
-    envvar="HYBRIDSTORE_CACHE_DIR",
-    help="Shared blob cache directory [env HYBRIDSTORE_CACHE_DIR; "
-    "default $XDG_CACHE_HOME/hybridstore].",
-)
-@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
-@click.option("-q", "--quiet", is_flag=True, help="Print only errors and requested output.")
 @click.version_option(__version__, package_name="hybridstore")
 @click.pass_context
-def cli(ctx: click.Context, cache_dir: str | None, debug: bool, quiet: bool) -> None:
+def cli(ctx: click.Context) -> None:
     """Pull OCI images, Helm charts and ORAS artifacts into one shared cache and
     per-project OCI layouts.
 
@@ -89,7 +84,10 @@ def cli(ctx: click.Context, cache_dir: str | None, debug: bool, quiet: bool) -> 
     7 lock timeout, 8 conflict, 9 unsupported algorithm, 10 invalid input,
     11 filesystem/link error, 130 interrupted.
     """
-    ctx.obj = GlobalOptions(cache_dir=cache_dir, debug=debug, quiet=quiet)
+    ctx.ensure_object(GlobalOptions)
+
+
+add_global_options(cli)
 
 
 def main(argv: list[str] | None = None) -> Any:

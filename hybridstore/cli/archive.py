@@ -12,6 +12,7 @@ from hybridstore.cli.options import (
     GlobalOptions,
     Size,
     init_option,
+    layout_option,
     link_mode_option,
     pass_options,
 )
@@ -22,13 +23,7 @@ __all__ = ["export", "import_"]
 
 @click.command()
 @click.argument("names", nargs=-1)
-@click.option(
-    "--layout",
-    "layout_dir",
-    required=True,
-    type=click.Path(file_okay=False, exists=True),
-    help="The OCI layout to export from.",
-)
+@layout_option("The OCI layout to export from.")
 @click.option(
     "-o",
     "--output",
@@ -89,13 +84,7 @@ def export(
 
 @click.command("import")
 @click.argument("archive", metavar="FILE|-")
-@click.option(
-    "--layout",
-    "layout_dir",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="The OCI layout to import into (created if missing).",
-)
+@layout_option("The OCI layout to import into (created if missing).")
 @click.option("--overwrite", is_flag=True, help="Replace refs that already point elsewhere.")
 @click.option(
     "--ref-name", help="Name for the one entry of a single-image archive (e.g. from skopeo)."

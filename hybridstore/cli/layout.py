@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from hybridstore.cli.format import emit_json, human_size
 from hybridstore.cli.options import (
+    Duration,
     GlobalOptions,
     credential_from,
+    layout_option,
     pass_options,
     registry_options,
     transport_from,
@@ -17,14 +20,28 @@ from hybridstore.cli.options import (
 
 __all__ = ["layout"]
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
 
 @click.group()
 def layout() -> None:
     """Check and clean up a project's OCI layout."""
 
 
+def _layout_arg(f: _F) -> _F:
+    """The layout as ``--layout DIR``, as every other command takes it, or positionally."""
+    f = layout_option("The OCI layout directory.", required=False)(f)
+    return click.argument("directory", required=False, type=click.Path(file_okay=False))(f)
+
+
+def _directory(directory: str | None, layout_dir: str | None) -> str:
+    if (directory is None) == (layout_dir is None):
+        raise click.UsageError("give the layout once: --layout DIR (or DIR)")
+    return directory or layout_dir or ""
+
+
 @layout.command()
-@click.argument("directory", type=click.Path(file_okay=False))
+@_layout_arg
 @click.option(
     "--repair",
     is_flag=True,
@@ -36,9 +53,16 @@ def layout() -> None:
 @registry_options
 @pass_options
 def verify(
-    opts: GlobalOptions, /, directory: str, repair: bool, offline: bool, as_json: bool, **kw: Any
+    opts: GlobalOptions,
+    /,
+    directory: str | None,
+    layout_dir: str | None,
+    repair: bool,
+    offline: bool,
+    as_json: bool,
+    **kw: Any,
 ) -> None:
-    """Check that every blob reachable from DIRECTORY's index.json is present and intact.
+    """Check that every blob reachable from the layout's index.json is present and intact.
 
     Re-hashes each reachable blob and validates manifests, indexes and configs;
     lists unreferenced blobs and foreign files. Exits 1 when there are problems
@@ -48,6 +72,7 @@ def verify(
     from hybridstore.store.layout import OCILayout
     from hybridstore.store.layout_check import verify_layout
 
+    directory = _directory(directory, layout_dir)
     target = OCILayout.open(directory, cache=BlobCache(opts.cache_dir))
     mend = None
     if repair:
@@ -85,22 +110,28 @@ def verify(
 
 
 @layout.command()
-@click.argument("directory", type=click.Path(file_okay=False))
+@_layout_arg
 @click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
 @click.option(
     "--grace",
-    type=click.FloatRange(min=0),
+    type=Duration(),
     default=None,
-    metavar="SECONDS",
-    help="Keep unreachable blobs added less than this long ago, so a pull running "
-    "right now loses nothing [default: 3600].",
+    metavar="DURATION",
+    help="Keep unreachable blobs added less than this long ago (e.g. 30m, 1h, 2d), so a "
+    "pull running right now loses nothing [default: 1h].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_options
 def gc(
-    opts: GlobalOptions, /, directory: str, dry_run: bool, grace: float | None, as_json: bool
+    opts: GlobalOptions,
+    /,
+    directory: str | None,
+    layout_dir: str | None,
+    dry_run: bool,
+    grace: float | None,
+    as_json: bool,
 ) -> None:
-    """Remove blobs unreachable from DIRECTORY's index.json.
+    """Remove blobs unreachable from the layout's index.json.
 
     Follows manifests, indexes, configs, layers, and subject/referrer manifests
     that are present. The shared cache is never touched.
@@ -108,6 +139,7 @@ def gc(
     from hybridstore.store.layout import OCILayout
     from hybridstore.store.layout_check import DEFAULT_GC_GRACE, gc_layout
 
+    directory = _directory(directory, layout_dir)
     report = gc_layout(
         OCILayout.open(directory),
         dry_run=dry_run,

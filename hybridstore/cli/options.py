@@ -25,14 +25,17 @@ if TYPE_CHECKING:
     from hybridstore.remote.transport import TransportOptions
 
 __all__ = [
+    "GLOBAL_OPTIONS",
     "Duration",
     "GlobalOptions",
     "Size",
+    "add_global_options",
     "concurrency_option",
     "copy_credential_options",
     "credential_from",
     "init_option",
     "json_option",
+    "layout_option",
     "link_mode_option",
     "max_manifest_size_option",
     "mirror_options",
@@ -60,6 +63,56 @@ class GlobalOptions:
 
 
 pass_options = click.make_pass_decorator(GlobalOptions, ensure=True)
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Record a global option on the one ``GlobalOptions`` every context of the command
+    shares; unset (None/False) leaves what an earlier position gave."""
+    if value:
+        assert param.name is not None
+        setattr(ctx.ensure_object(GlobalOptions), param.name, value)
+    return value
+
+
+# Defined once, attached to the root group and to every subcommand (``add_global_options``),
+# so they work before or after the subcommand as with skopeo and the cobra-based tools. No
+# envvar here: BlobCache itself falls back to $HYBRIDSTORE_CACHE_DIR, so an environment value
+# never overrides a --cache given earlier on the line.
+GLOBAL_OPTIONS: tuple[click.Option, ...] = (
+    click.Option(
+        ["--cache", "cache_dir"],
+        type=click.Path(file_okay=False),
+        metavar="DIR",
+        expose_value=False,
+        callback=_remember,
+        help="Shared blob cache directory [env HYBRIDSTORE_CACHE_DIR; "
+        "default $XDG_CACHE_HOME/hybridstore].",
+    ),
+    click.Option(
+        ["--debug"],
+        is_flag=True,
+        expose_value=False,
+        callback=_remember,
+        help="Show tracebacks and debug logging.",
+    ),
+    click.Option(
+        ["-q", "--quiet"],
+        is_flag=True,
+        expose_value=False,
+        callback=_remember,
+        help="Print only errors and requested output.",
+    ),
+)
+
+
+def add_global_options(cmd: click.Command) -> click.Command:
+    """Give ``cmd``, and each subcommand of a group, the global options (once)."""
+    have = {p.name for p in cmd.params}
+    cmd.params.extend(o for o in GLOBAL_OPTIONS if o.name not in have)
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            add_global_options(sub)
+    return cmd
 
 
 def _apply(f: F, options: Sequence[Callable[[F], F]]) -> F:
@@ -224,18 +277,26 @@ def copy_credential_options(f: F) -> F:
     )
 
 
+def layout_option(help: str, *, required: bool = True) -> Callable[[F], F]:
+    """``--layout DIR``, passed as ``layout_dir``. Whether it must exist is the library's
+    call (``OCILayout.open``), so a missing layout is one message and exit code everywhere."""
+    return click.option(
+        "--layout",
+        "layout_dir",
+        required=required,
+        metavar="DIR",
+        type=click.Path(file_okay=False),
+        help=help,
+    )
+
+
 def ref_or_layout(layout_help: str) -> Callable[[F], F]:
     """The optional REF argument and ``--layout DIR``: commands that read REF from a
     registry, or from a layout instead (where REF is a ref name, optional when the
     layout has just one)."""
 
     def decorate(f: F) -> F:
-        f = click.option(
-            "--layout",
-            "layout_dir",
-            type=click.Path(file_okay=False, exists=True),
-            help=layout_help,
-        )(f)
+        f = layout_option(layout_help, required=False)(f)
         return click.argument("ref", required=False)(f)
 
     return decorate

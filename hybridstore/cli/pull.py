@@ -12,6 +12,7 @@ from hybridstore.cli.options import (
     concurrency_option,
     credential_from,
     init_option,
+    layout_option,
     link_mode_option,
     max_manifest_size_option,
     mirror_options,
@@ -25,13 +26,7 @@ __all__ = ["pull"]
 
 @click.command()
 @click.argument("refs", nargs=-1, required=True)
-@click.option(
-    "--layout",
-    "layout_dir",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Project OCI layout directory (created if missing).",
-)
+@layout_option("Project OCI layout directory (created if missing).")
 @init_option
 @click.option(
     "--platform",

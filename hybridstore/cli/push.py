@@ -9,6 +9,7 @@ import click
 from hybridstore.cli.options import (
     GlobalOptions,
     credential_from,
+    layout_option,
     pass_options,
     registry_options,
     transfer_kwargs,
@@ -22,13 +23,7 @@ __all__ = ["push"]
 @click.command()
 @click.argument("name", required=False)
 @click.argument("target", required=False)
-@click.option(
-    "--layout",
-    "layout_dir",
-    required=True,
-    type=click.Path(file_okay=False, exists=True),
-    help="The OCI layout to push from.",
-)
+@layout_option("The OCI layout to push from.")
 @click.option("--all", "push_all", is_flag=True, help="Push every ref to its recorded name.")
 @click.option(
     "--registry",

@@ -7,18 +7,12 @@ from typing import Any
 import click
 
 from hybridstore.cli.format import emit_json
-from hybridstore.cli.options import GlobalOptions, json_option, pass_options
+from hybridstore.cli.options import GlobalOptions, json_option, layout_option, pass_options
 from hybridstore.oci.model import Descriptor
 
 __all__ = ["refs", "tag", "untag"]
 
-_layout_option = click.option(
-    "--layout",
-    "layout_dir",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="The OCI layout directory.",
-)
+_layout_option = layout_option("The OCI layout directory.")
 
 
 def _row(name: str, desc: Descriptor) -> dict[str, Any]:
