@@ -67,10 +67,10 @@ tar -tzf vendor/app-1.2.3.tgz | sed 's/^/  /'
 
 # Re-pulling an unchanged tag: one manifest request, no blob transferred.
 BYTES=$(hs pull --plain-http --json --layout ./charts "oci://$REGISTRY/charts/app:1.2.3" \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["bytes_transferred"])')
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["bytes_transferred"])')
 echo "re-pull transferred $BYTES bytes"
 test "$BYTES" = 0
 
 # A second project on the same machine links the chart out of the cache.
 hs pull --plain-http --json --layout "$WORK/other-project/charts" "oci://$REGISTRY/charts/app:1.2.3" \
-    | python3 -c 'import json, sys; r = json.load(sys.stdin); print("second project: fetched", r["blobs_fetched"], "reused", r["blobs_reused"])'
+    | python3 -c 'import json, sys; r = json.load(sys.stdin)[0]; print("second project: fetched", r["blobs_fetched"], "reused", r["blobs_reused"])'

@@ -107,3 +107,59 @@ def test_completion_scripts_complete_commands(tmp_path: Path) -> None:
         text = hs("completion", shell).stdout
         assert "_HYBRIDSTORE_COMPLETE" in text and f"{shell}_complete" in text
     assert hs("completion", "tcsh").returncode == 2
+
+
+@pytest.mark.registry
+def test_multi_ref_pull_reports_every_ref_and_keeps_the_good_ones(
+    registry_content: SampleContent, tmp_path: Path
+) -> None:
+    good = registry_content.image
+    missing = f"{good.host_port}/sample/does-not-exist:v1"
+    layout = str(tmp_path / "l")
+    done = hs("pull", "--plain-http", "--json", "--layout", layout, missing, good.ref)
+    assert done.returncode == 4
+    entries = json.loads(done.stdout)
+    assert [e.get("digest") for e in entries] == [good.digest, None]
+    assert entries[1]["reference"] == missing
+    assert entries[1]["error"]["exit_code"] == 4 and entries[1]["error"]["ref"] == missing
+    assert done.stderr.count("\n") == 1 and missing in done.stderr
+    assert [r["digest"] for r in hs_json("refs", "--layout", layout, "--json")] == [good.digest]
+    # one ref: the same list shape
+    one = hs_json("pull", "--plain-http", "--json", "--layout", layout, good.ref)
+    assert isinstance(one, list) and one[0]["digest"] == good.digest
+    # --fail-fast: today's stop at the first failure, nothing written to a new layout
+    fast = hs("pull", "--plain-http", "--json", "--fail-fast", "--layout", str(tmp_path / "f"),
+              missing, good.ref)  # fmt: skip
+    assert fast.returncode == 4
+    assert json.loads(fast.stdout)["error"]["exit_code"] == 4
+    assert not (tmp_path / "f").exists()
+
+
+def test_with_json_an_error_is_also_a_json_object_on_stdout(tmp_path: Path) -> None:
+    done = hs("inspect", "--json", "--layout", str(tmp_path / "nope"))
+    assert done.returncode == 4
+    error = json.loads(done.stdout)["error"]
+    assert error["exit_code"] == 4 and "not an OCI layout" in error["message"]
+    assert done.stderr.startswith("hybridstore: error: ")
+    usage = hs("refs", "--json")
+    assert usage.returncode == 2
+    assert "--layout" in json.loads(usage.stdout)["error"]["message"]
+    plain = hs("inspect", "--layout", str(tmp_path / "nope"))
+    assert plain.stdout == ""
+
+
+@pytest.mark.registry
+def test_copy_into_a_layout_reports_fetched_and_linked_blobs(
+    registry_content: SampleContent, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRIDSTORE_")}
+    env["HYBRIDSTORE_CACHE_DIR"] = str(tmp_path / "cache")
+    src = f"docker://{registry_content.image.ref}"
+    first = hs("copy", "--plain-http", src, f"oci:{tmp_path / 'a'}:app", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "uploaded" not in first.stdout and "mounted" not in first.stdout
+    assert " 0 fetched" not in first.stdout and "fetched" in first.stdout
+    again = hs("copy", "--plain-http", src, f"oci:{tmp_path / 'b'}:app", env=env)
+    assert "0 fetched" in again.stdout and "linked from the cache" in again.stdout
+    linked = int(again.stdout.split(" linked from the cache")[0].rsplit(" ", 1)[1])
+    assert linked > 0

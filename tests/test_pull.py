@@ -196,7 +196,7 @@ def test_concurrent_pulls_fetch_each_blob_once(
         assert blob_files(tmp_path / f"l{i}") == set(built.blobs)
         report = verify_layout(OCILayout.open(tmp_path / f"l{i}"))
         assert report.ok, report.problems
-    assert sum(json.loads(out)["blobs_fetched"] for out, _ in outs) >= 5
+    assert sum(json.loads(out)[0]["blobs_fetched"] for out, _ in outs) >= 5
 
 
 @pytest.fixture
@@ -304,7 +304,7 @@ def test_cli_pull_json_summary_and_bad_reference_exit_code(
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout)
+    summary = json.loads(done.stdout)[0]
     assert summary["digest"] == registry_content.chart.digest
     assert summary["ref_name"] == ref
     bad = subprocess.run(

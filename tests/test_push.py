@@ -148,7 +148,7 @@ def test_layout_written_by_skopeo_round_trips_unchanged(
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["digest"] == built.digest
+    assert json.loads(done.stdout)[0]["digest"] == built.digest
     skopeo(f"docker://{target}", f"oci:{tmp_path / 'back'}:v1")
 
     def root(layout: Path) -> str:

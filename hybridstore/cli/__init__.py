@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from hybridstore import __version__
-from hybridstore.cli.format import fail
+from hybridstore.cli.format import emit_json, fail, one_line
 from hybridstore.cli.options import GlobalOptions, add_global_options
 from hybridstore.errors import HybridstoreError
 
@@ -95,8 +95,12 @@ def main(argv: list[str] | None = None) -> Any:
 
 
 def run_cli(group: click.Group, argv: list[str]) -> Any:
-    """Run the click group; map library errors to one stderr line and an exit code."""
+    """Run the click group; map library errors to one stderr line and an exit code.
+
+    With ``--json`` anywhere on the line, a failure also prints ``{"error": {"message",
+    "exit_code"}}`` on stdout, so a script parsing stdout sees the failure as JSON."""
     debug = "--debug" in argv
+    as_json = "--json" in argv
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         format="hybridstore: %(levelname)s: %(message)s",
@@ -109,16 +113,19 @@ def run_cli(group: click.Group, argv: list[str]) -> Any:
         click.echo("hybridstore: interrupted", err=True)
         sys.exit(130)
     except click.ClickException as e:
+        if as_json:
+            emit_json({"error": {"message": e.format_message(), "exit_code": e.exit_code}})
         e.show()
         sys.exit(e.exit_code)
     except HybridstoreError as e:
         if debug:
             raise
-        fail(str(e).splitlines()[0] if str(e) else type(e).__name__, e.exit_code)
+        fail(one_line(e), e.exit_code, as_json=as_json)
     except KeyboardInterrupt:
         click.echo("hybridstore: interrupted", err=True)
         sys.exit(130)
     except OSError as e:
         if debug:
             raise
-        fail(f"{e.strerror or e} ({e.filename})" if e.filename else str(e), 11)
+        message = f"{e.strerror or e} ({e.filename})" if e.filename else str(e)
+        fail(message, 11, as_json=as_json)

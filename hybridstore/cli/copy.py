@@ -45,7 +45,7 @@ def copy(opts: GlobalOptions, /, src: str, dst: str, **kw: Any) -> None:
     A --src-* credential is sent only to the source registry, a --dest-* one
     only to the destination; other registries use their stored credentials.
     """
-    from hybridstore.cli.format import print_transfer_results
+    from hybridstore.cli.format import emit_json, print_transfer_results
     from hybridstore.cli.progress import run_with_progress
     from hybridstore.copy import copy as copy_call
 
@@ -57,4 +57,7 @@ def copy(opts: GlobalOptions, /, src: str, dst: str, **kw: Any) -> None:
     result = run_with_progress(
         opts.quiet, as_json, lambda progress: copy_call(src, dst, progress=progress, **args)
     )
-    print_transfer_results(opts.quiet, as_json, [result])
+    if as_json:
+        emit_json(result.to_json())  # one SRC, one DST: always one object
+    else:
+        print_transfer_results(opts.quiet, False, [result])

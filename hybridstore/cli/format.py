@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import click
 
-__all__ = ["ago", "emit_json", "fail", "human_size", "json_text", "print_transfer_results"]
+from hybridstore.errors import HybridstoreError
+
+__all__ = [
+    "ago",
+    "emit_json",
+    "error_json",
+    "fail",
+    "human_size",
+    "json_text",
+    "one_line",
+    "print_transfer_results",
+]
 
 
 def json_text(obj: Any) -> str:
@@ -20,10 +32,27 @@ def emit_json(obj: Any, *, err: bool = False) -> None:
     click.echo(json_text(obj), err=err)
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print one line on stderr and exit with ``code``."""
+def fail(message: str, code: int = 1, *, as_json: bool = False) -> NoReturn:
+    """Print one line on stderr (and with ``--json`` the error object on stdout), then exit
+    with ``code``."""
+    if as_json:
+        emit_json({"error": {"message": message, "exit_code": code}})
     click.echo(f"hybridstore: error: {message}", err=True)
     sys.exit(code)
+
+
+def one_line(e: BaseException) -> str:
+    """An error's message as the one line the CLI prints."""
+    text = str(e)
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def error_json(e: HybridstoreError, ref: str | None = None) -> dict[str, Any]:
+    """``{"error": {...}}`` for one failed ref of a many-ref command."""
+    error: dict[str, Any] = {"message": one_line(e), "exit_code": e.exit_code}
+    if ref is not None:
+        error["ref"] = ref
+    return {"error": error}
 
 
 def human_size(n: int) -> str:
@@ -43,18 +72,31 @@ def ago(seconds: float) -> str:
 
 
 def print_transfer_results(quiet: bool, as_json: bool, results: Sequence[Any]) -> None:
-    """One line per copied or pushed ref, or the JSON summary."""
+    """One line per copied or pushed ref; with ``as_json`` a JSON list, whatever the count."""
     if as_json:
-        emit_json([r.to_json() for r in results] if len(results) != 1 else results[0].to_json())
+        emit_json([r.to_json() for r in results])
         return
     if quiet:
         return
     for r in results:
-        moved = f"{r.uploaded} uploaded, {r.mounted} mounted, {r.present} already there"
-        if r.fetched:
-            moved = f"{r.fetched} fetched, " + moved
         extra = f", {len(r.referrers)} referrers" if r.referrers else ""
-        click.echo(
-            f"{r.ref_name}: {r.digest} ({moved}{extra}, {r.bytes_transferred} bytes, "
-            f"{r.seconds:.2f}s)"
-        )
+        click.echo(f"{r.ref_name}: {r.digest} ({_moved(r.blobs)}{extra}, {r.seconds:.2f}s)")
+
+
+def _moved(blobs: Sequence[Any]) -> str:
+    """What happened to the blobs, in the destination's words: a layout (or an archive,
+    staged as one) links them from the cache, a registry has them uploaded or mounted."""
+    count = Counter(b.action for b in blobs)
+    nbytes = sum(b.bytes_transferred for b in blobs)
+    into_layout = any(b.link_mode for b in blobs)
+    if into_layout:
+        modes = "/".join(sorted({b.link_mode for b in blobs} - {"present"}))
+        parts = [f"{count['fetched']} fetched", f"{count['linked']} linked from the cache"]
+        if modes:
+            parts.append(f"link {modes}")
+    else:
+        fetched = sum(1 for b in blobs if b.fetched)
+        parts = [f"{fetched} fetched"] if fetched else []
+        parts += [f"{count['uploaded']} uploaded", f"{count['mounted']} mounted"]
+    parts += [f"{count['present']} already there", f"{nbytes} bytes"]
+    return ", ".join(parts)

@@ -70,7 +70,12 @@ __all__ = ["pull"]
     "layout, else from the most recently used layout the cache knows that holds exactly "
     "that reference (printed). Fails, changing nothing, if anything is missing.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@click.option(
+    "--fail-fast",
+    is_flag=True,
+    help="Stop at the first REF that fails (default: pull the others, report all).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one entry per REF.")
 @registry_options
 @mirror_options
 @pass_options
@@ -78,9 +83,13 @@ def pull(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
     """Pull REFS (images, Helm charts via oci://, ORAS artifacts) into a layout.
 
     Each blob is downloaded once into the shared cache and linked into the
-    layout; a re-pull of cached content costs one manifest request.
+    layout; a re-pull of cached content costs one manifest request. A REF that
+    fails does not stop the others (unless --fail-fast): each is reported, and
+    the exit code is the first failure's.
     """
+    from hybridstore.cli.format import error_json, one_line
     from hybridstore.cli.progress import run_with_progress
+    from hybridstore.errors import HybridstoreError
     from hybridstore.pull import pull_many
 
     if kw["ref_name"] and len(refs) > 1:
@@ -95,6 +104,7 @@ def pull(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
     else:
         transport, credential = transport_from(kw), credential_from(kw)
     as_json = kw.pop("as_json")
+    failures: list[tuple[str, HybridstoreError]] = []
     args: dict[str, Any] = dict(
         layout=kw["layout_dir"],
         cache=opts.cache_dir,
@@ -112,19 +122,25 @@ def pull(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
         init=kw["init"],
         verify=kw["verify"],
         offline=offline,
+        on_error=None if kw["fail_fast"] else lambda ref, e: failures.append((ref, e)),
     )
     results = run_with_progress(
         opts.quiet, as_json, lambda progress: pull_many(list(refs), progress=progress, **args)
     )
     if as_json:
-        emit_json([r.to_json() for r in results] if len(results) > 1 else results[0].to_json())
-        return
-    if opts.quiet:
-        return
-    for r in results:
-        if r.resolved_from:
-            click.echo(f"{r.ref_name}: resolved offline from {r.resolved_from}")
-        click.echo(
-            f"{r.ref_name}: {r.digest} ({r.fetched} fetched, {r.reused} reused, "
-            f"{r.bytes_transferred} bytes, link {'/'.join(r.link_modes)}, {r.seconds:.2f}s)"
+        emit_json(
+            [r.to_json() for r in results]
+            + [{"reference": ref, **error_json(e, ref)} for ref, e in failures]
         )
+    elif not opts.quiet:
+        for r in results:
+            if r.resolved_from:
+                click.echo(f"{r.ref_name}: resolved offline from {r.resolved_from}")
+            click.echo(
+                f"{r.ref_name}: {r.digest} ({r.fetched} fetched, {r.reused} reused, "
+                f"{r.bytes_transferred} bytes, link {'/'.join(r.link_modes)}, {r.seconds:.2f}s)"
+            )
+    for ref, e in failures:
+        click.echo(f"hybridstore: error: {ref}: {one_line(e)}", err=True)
+    if failures:
+        raise click.exceptions.Exit(failures[0][1].exit_code)
