@@ -163,3 +163,33 @@ def test_copy_into_a_layout_reports_fetched_and_linked_blobs(
     assert "0 fetched" in again.stdout and "linked from the cache" in again.stdout
     linked = int(again.stdout.split(" linked from the cache")[0].rsplit(" ", 1)[1])
     assert linked > 0
+
+
+@pytest.mark.registry
+def test_a_layout_ref_is_taken_in_every_spelling_pull_took(
+    registry_content: SampleContent, tmp_path: Path
+) -> None:
+    chart, image = registry_content.chart, registry_content.image
+    layout = str(tmp_path / "charts")
+    pulled = hs("pull", "--plain-http", "--layout", layout, f"oci://{chart.ref}")
+    assert pulled.returncode == 0, pulled.stderr
+    for spelling in (f"oci://{chart.ref}", chart.ref, chart.tag, chart.digest):
+        out = hs_json("inspect", "--layout", layout, spelling, "--json")
+        assert out["descriptor"]["digest"] == chart.digest, spelling
+        done = hs("extract", "--layout", layout, spelling, "-o", str(tmp_path / "vendor"))
+        assert done.returncode == 0, (spelling, done.stderr)
+    tagged = hs_json("tag", "--layout", layout, f"oci://{chart.ref}", "stable", "--json")
+    assert tagged["digest"] == chart.digest
+    untag = hs("untag", "--layout", layout, f"oci://{chart.host_port}/{chart.repo}:stable")
+    assert untag.returncode == 0, untag.stderr
+    # a referrer's fallback index is not "the only ref", and refs shows it under its subject
+    images = str(tmp_path / "images")
+    done = hs("pull", "--plain-http", "--include-referrers", "--layout", images, image.ref)
+    assert done.returncode == 0, done.stderr
+    rows = hs_json("refs", "--layout", images, "--json")
+    assert [r["name"] for r in rows] == [image.ref]
+    assert [r["name"].rsplit(":", 1)[1] for r in rows[0]["referrers"]] == [
+        "sha256-" + image.digest.split(":", 1)[1]
+    ]
+    sole = hs_json("inspect", "--layout", images, "--json")
+    assert sole["descriptor"]["digest"] == image.digest

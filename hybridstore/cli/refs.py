@@ -33,16 +33,31 @@ def _row(name: str, desc: Descriptor) -> dict[str, Any]:
 @_layout_option
 @json_option
 def refs(layout_dir: str, as_json: bool) -> None:
-    """List the refs (names) in a layout's index.json."""
+    """List the refs (names) in a layout's index.json.
+
+    Referrers fallback indexes (NAME:sha256-<hex>, written for registries
+    without the referrers API) are shown under the ref of their subject.
+    """
+    from hybridstore.oci.referrers import fallback_subject
     from hybridstore.store.layout import OCILayout
 
-    rows = [_row(n, d) for n, d in sorted(OCILayout.open(layout_dir).refs().items())]
+    rows: list[dict[str, Any]] = []
+    attached: dict[str, list[dict[str, Any]]] = {}
+    for name, desc in sorted(OCILayout.open(layout_dir).refs().items()):
+        subject = fallback_subject(name)
+        (attached.setdefault(subject, []) if subject else rows).append(_row(name, desc))
+    for row in rows:
+        if row["digest"] in attached:
+            row["referrers"] = attached.pop(row["digest"])
+    rows += [r for orphans in attached.values() for r in orphans]  # subject not named here
     if as_json:
         emit_json(rows)
         return
     width = max((len(r["name"]) for r in rows), default=0)
     for r in rows:
         click.echo(f"{r['name']:<{width}}  {r['digest']}  {r['mediaType']}")
+        for ref in r.get("referrers", ()):
+            click.echo(f"  referrers: {ref['name']}  {ref['digest']}")
 
 
 @click.command()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from hybridstore.errors import InvalidInputError, NotFoundError
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.reference import Reference
+from hybridstore.oci.referrers import fallback_subject
 from hybridstore.remote.clients import RegistryClients
 from hybridstore.remote.credentials import Credential, bind_credential
 from hybridstore.remote.transport import TransportOptions
@@ -37,8 +38,9 @@ class Opened:
 
 
 def sole_ref(layout: OCILayout) -> str:
-    """The layout's only ref, for commands given a layout but no NAME."""
-    names = sorted(layout.refs())
+    """The layout's only ref, for commands given a layout but no NAME. Referrers fallback
+    names (``...:sha256-<hex>``) are bookkeeping, not refs a user chose, so they don't count."""
+    names = sorted(n for n in layout.refs() if fallback_subject(n) is None)
     if len(names) != 1:
         shown = ", ".join(names[:10]) or "none"
         raise InvalidInputError(
