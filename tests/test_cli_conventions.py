@@ -193,3 +193,39 @@ def test_a_layout_ref_is_taken_in_every_spelling_pull_took(
     ]
     sole = hs_json("inspect", "--layout", images, "--json")
     assert sole["descriptor"]["digest"] == image.digest
+
+
+def _stderr_on_a_tty(*args: str) -> tuple[int, str]:
+    """Run the CLI with stderr on a pseudo-terminal (stdout a pipe); what the terminal got."""
+    import pty
+
+    leader, follower = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRIDSTORE_")}
+    env.update(TERM="xterm", COLUMNS="100")
+    proc = subprocess.Popen([str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=follower, env=env)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the process closed its end
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    proc.communicate(timeout=120)
+    return proc.returncode, seen.decode("utf-8", "replace")
+
+
+def test_export_and_import_show_progress_on_a_terminal(tmp_path: Path) -> None:
+    LayoutBuilder(tmp_path / "l").image("latest", layers=2)
+    archive = str(tmp_path / "site.tar")
+    code, terminal = _stderr_on_a_tty("export", "--layout", str(tmp_path / "l"), "-o", archive)
+    assert code == 0, terminal
+    assert "exporting" in terminal
+    code, terminal = _stderr_on_a_tty("import", archive, "--layout", str(tmp_path / "i"),
+                                      "--cache", str(tmp_path / "cache"))  # fmt: skip
+    assert code == 0, terminal
+    assert "importing" in terminal
+    assert hs_json("refs", "--layout", str(tmp_path / "i"), "--json")[0]["name"] == "latest"

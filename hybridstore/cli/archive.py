@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from contextlib import ExitStack
 from typing import Any, cast
 
 import click
@@ -55,17 +57,29 @@ def export(
     (e.g. registry.example.com/charts/app:1.2.3).
     """
     from hybridstore.archive.export import Compression, export_layout, export_to_path
+    from hybridstore.cli.progress import ByteBar, wants_progress
 
     chosen = cast("Compression | None", compress)
     to_stdout = output == "-"
-    if to_stdout:
-        out = sys.stdout.buffer
-        if out.isatty():
-            raise InvalidInputError("refusing to write a binary archive to a terminal; use -o FILE")
-        result = export_layout(layout_dir, out, names, compression=chosen or "none")
-        out.flush()
-    else:
-        result = export_to_path(layout_dir, output, names, compression=chosen)
+    with ExitStack() as stack:
+        bar = None
+        if wants_progress(opts.quiet, as_json):
+            bar = stack.enter_context(ByteBar("exporting"))
+        progress = bar.update if bar is not None else None
+        if to_stdout:
+            out = sys.stdout.buffer
+            if out.isatty():
+                raise InvalidInputError(
+                    "refusing to write a binary archive to a terminal; use -o FILE"
+                )
+            result = export_layout(
+                layout_dir, out, names, compression=chosen or "none", progress=progress
+            )
+            out.flush()
+        else:
+            result = export_to_path(
+                layout_dir, output, names, compression=chosen, progress=progress
+            )
     if as_json:
         emit_json(result.to_json(), err=to_stdout)
         return
@@ -134,6 +148,7 @@ def import_(opts: GlobalOptions, /, archive: str, **kw: Any) -> None:
     skipped.
     """
     from hybridstore.archive.importer import ImportLimits, import_archive
+    from hybridstore.cli.progress import ByteBar, CountingReader, wants_progress
 
     limits = ImportLimits(
         max_entries=kw["max_entries"],
@@ -141,18 +156,27 @@ def import_(opts: GlobalOptions, /, archive: str, **kw: Any) -> None:
         max_ratio=kw["max_ratio"],
         max_index_bytes=kw["max_index_size"],
     )
-    source: Any = sys.stdin.buffer if archive == "-" else archive
-    result = import_archive(
-        source,
-        kw["layout_dir"],
-        cache=opts.cache_dir,
-        overwrite=kw["overwrite"],
-        ref_name=kw["ref_name"],
-        link_mode=kw["link_mode"],
-        limits=limits,
-        init=kw["init"],
-    )
-    if as_json := kw["as_json"]:
+    as_json = kw["as_json"]
+    with ExitStack() as stack:
+        source: Any = sys.stdin.buffer if archive == "-" else archive
+        if wants_progress(opts.quiet, as_json) and (archive == "-" or os.path.isfile(archive)):
+            # the archive's own bytes: its size is known for a file, not for stdin
+            bar = stack.enter_context(ByteBar("importing"))
+            if archive != "-":
+                source = stack.enter_context(open(archive, "rb"))  # noqa: SIM115
+            total = None if archive == "-" else os.path.getsize(archive)
+            source = CountingReader(source, bar, total)
+        result = import_archive(
+            source,
+            kw["layout_dir"],
+            cache=opts.cache_dir,
+            overwrite=kw["overwrite"],
+            ref_name=kw["ref_name"],
+            link_mode=kw["link_mode"],
+            limits=limits,
+            init=kw["init"],
+        )
+    if as_json:
         emit_json(result.to_json())
     if as_json or opts.quiet:
         return

@@ -5,12 +5,21 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from types import TracebackType
+from typing import IO, Any
 
 from hybridstore.oci.model import Descriptor
 from hybridstore.transfer.engine import BlobOutcome, Progress
 
-__all__ = ["RichProgress", "run_with_progress", "wants_progress"]
+__all__ = ["ByteBar", "CountingReader", "RichProgress", "run_with_progress", "wants_progress"]
+
+
+def _stderr_console() -> Any:
+    """Bars go to stderr, the stream ``wants_progress`` checks: stdout may carry an archive
+    (``export -o -``) or the output a script reads."""
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 class RichProgress(Progress):
@@ -35,6 +44,7 @@ class RichProgress(Progress):
             TransferSpeedColumn(),
             TimeRemainingColumn(),
             transient=True,
+            console=_stderr_console(),
         )
         self._tasks: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -66,3 +76,62 @@ def run_with_progress(quiet: bool, as_json: bool, call: Callable[[Any], Any]) ->
         with progress.bars:
             return call(progress)
     return call(None)
+
+
+class ByteBar:
+    """One bar (bytes, rate, ETA) for a job measured in bytes: export and import.
+
+    ``update(done, total)`` matches the library's ``progress`` callbacks; a total of
+    None (a stream of unknown length, such as stdin) shows a running count.
+    """
+
+    def __init__(self, label: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+        from rich.progress import (
+            Progress as Bars,
+        )
+
+        self.bars = Bars(
+            TextColumn(label),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+            console=_stderr_console(),
+        )
+        self._task = self.bars.add_task(label, total=None)
+
+    def update(self, done: int, total: int | None) -> None:
+        self.bars.update(self._task, completed=done, total=total)
+
+    def __enter__(self) -> ByteBar:
+        self.bars.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.bars.stop()
+
+
+class CountingReader:
+    """A binary stream that reports what has been read from it to a ``ByteBar``."""
+
+    def __init__(self, raw: IO[bytes], bar: ByteBar, total: int | None) -> None:
+        self.raw, self.bar, self.total, self.done = raw, bar, total, 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self.raw.read(size)
+        self.done += len(data)
+        self.bar.update(self.done, self.total)
+        return data
