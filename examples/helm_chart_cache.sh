@@ -19,11 +19,11 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 HYBRIDSTORE=${HYBRIDSTORE:-$(command -v hybridstore || echo "$ROOT/.venv/bin/hybridstore")}
-if ! command -v "$HYBRIDSTORE" >/dev/null; then
+if ! command -v "${HYBRIDSTORE%% *}" >/dev/null; then
     echo "helm_chart_cache.sh: no hybridstore: run 'make venv' in $ROOT, or 'pipx install $ROOT'" >&2
     exit 1
 fi
-hs() { "$HYBRIDSTORE" "$@"; }
+hs() { $HYBRIDSTORE "$@"; }  # unquoted: HYBRIDSTORE may be a command with arguments
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/helm-chart-cache.XXXXXX")
 # shellcheck source=local_registry.sh

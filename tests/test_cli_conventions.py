@@ -178,9 +178,10 @@ def test_a_layout_ref_is_taken_in_every_spelling_pull_took(
         assert out["descriptor"]["digest"] == chart.digest, spelling
         done = hs("extract", "--layout", layout, spelling, "-o", str(tmp_path / "vendor"))
         assert done.returncode == 0, (spelling, done.stderr)
-    tagged = hs_json("tag", "--layout", layout, f"oci://{chart.ref}", "stable", "--json")
+    stable = f"{chart.host_port}/{chart.repo}:stable"
+    tagged = hs_json("tag", "--layout", layout, f"oci://{chart.ref}", stable, "--json")
     assert tagged["digest"] == chart.digest
-    untag = hs("untag", "--layout", layout, f"oci://{chart.host_port}/{chart.repo}:stable")
+    untag = hs("untag", "--layout", layout, f"oci://{stable}")
     assert untag.returncode == 0, untag.stderr
     # a referrer's fallback index is not "the only ref", and refs shows it under its subject
     images = str(tmp_path / "images")

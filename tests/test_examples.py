@@ -46,6 +46,7 @@ def test_helm_chart_cache_runs_with_a_plain_path(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "re-pull transferred 0 bytes" in done.stdout
+    assert "vendor/app-1.2.3.tgz" in done.stdout
 
 
 @pytest.mark.registry

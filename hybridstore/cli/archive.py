@@ -64,7 +64,8 @@ def export(
     with ExitStack() as stack:
         bar = None
         if wants_progress(opts.quiet, as_json):
-            bar = stack.enter_context(ByteBar("exporting"))
+            bar = ByteBar("exporting")
+            stack.enter_context(bar.bars)
         progress = bar.update if bar is not None else None
         if to_stdout:
             out = sys.stdout.buffer
@@ -161,7 +162,8 @@ def import_(opts: GlobalOptions, /, archive: str, **kw: Any) -> None:
         source: Any = sys.stdin.buffer if archive == "-" else archive
         if wants_progress(opts.quiet, as_json) and (archive == "-" or os.path.isfile(archive)):
             # the archive's own bytes: its size is known for a file, not for stdin
-            bar = stack.enter_context(ByteBar("importing"))
+            bar = ByteBar("importing")
+            stack.enter_context(bar.bars)
             if archive != "-":
                 source = stack.enter_context(open(archive, "rb"))  # noqa: SIM115
             total = None if archive == "-" else os.path.getsize(archive)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
-from types import TracebackType
 from typing import IO, Any
 
 from hybridstore.oci.model import Descriptor
@@ -14,38 +13,37 @@ from hybridstore.transfer.engine import BlobOutcome, Progress
 __all__ = ["ByteBar", "CountingReader", "RichProgress", "run_with_progress", "wants_progress"]
 
 
-def _stderr_console() -> Any:
-    """Bars go to stderr, the stream ``wants_progress`` checks: stdout may carry an archive
-    (``export -o -``) or the output a script reads."""
+def _byte_bars() -> Any:
+    """Transient bars (bytes, rate, ETA) on stderr, the stream ``wants_progress`` checks:
+    stdout may carry an archive (``export -o -``) or the output a script reads."""
     from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+    from rich.progress import (
+        Progress as Bars,
+    )
 
-    return Console(stderr=True)
+    return Bars(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+        console=Console(stderr=True),
+    )
 
 
 class RichProgress(Progress):
     """Per-blob and total bars (bytes, rate, ETA) on a TTY."""
 
     def __init__(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-        from rich.progress import (
-            Progress as Bars,
-        )
-
-        self.bars = Bars(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            transient=True,
-            console=_stderr_console(),
-        )
+        self.bars = _byte_bars()
         self._tasks: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -86,42 +84,11 @@ class ByteBar:
     """
 
     def __init__(self, label: str) -> None:
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-        from rich.progress import (
-            Progress as Bars,
-        )
-
-        self.bars = Bars(
-            TextColumn(label),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            transient=True,
-            console=_stderr_console(),
-        )
+        self.bars = _byte_bars()
         self._task = self.bars.add_task(label, total=None)
 
     def update(self, done: int, total: int | None) -> None:
         self.bars.update(self._task, completed=done, total=total)
-
-    def __enter__(self) -> ByteBar:
-        self.bars.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.bars.stop()
 
 
 class CountingReader:
