@@ -16,8 +16,22 @@ from support.oci_builder import LayoutBuilder, SampleContent
 SCRIPT = Path(sys.executable).with_name("hybridstore")
 
 
+@pytest.fixture(autouse=True)
+def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test here reads the real credentials or writes the real cache."""
+    (tmp_path / "home").mkdir()
+    for name in ("HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "DOCKER_CONFIG"):
+        monkeypatch.setenv(name, str(tmp_path / "home" / name.lower()))
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    monkeypatch.setenv("HYBRIDSTORE_CACHE_DIR", str(tmp_path / "home" / "cache"))
+
+
 def hs(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("HYBRIDSTORE_")}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("HYBRIDSTORE_") or k == "HYBRIDSTORE_CACHE_DIR"
+    }
     return subprocess.run(
         [str(SCRIPT), *args], capture_output=True, text=True, timeout=120, env=env or base
     )
@@ -89,7 +103,7 @@ def test_a_missing_layout_is_one_message_and_exit_code_everywhere(tmp_path: Path
             f"hybridstore: error: {missing} is not an OCI layout (no oci-layout file): "
             "check the path, or pull, copy or import into it first\n"
         ), argv
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # nothing new
 
 
 def test_completion_scripts_complete_commands(tmp_path: Path) -> None:
@@ -152,8 +166,7 @@ def test_with_json_an_error_is_also_a_json_object_on_stdout(tmp_path: Path) -> N
 def test_copy_into_a_layout_reports_fetched_and_linked_blobs(
     registry_content: SampleContent, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRIDSTORE_")}
-    env["HYBRIDSTORE_CACHE_DIR"] = str(tmp_path / "cache")
+    env = dict(os.environ, HYBRIDSTORE_CACHE_DIR=str(tmp_path / "cache"))
     src = f"docker://{registry_content.image.ref}"
     first = hs("copy", "--plain-http", src, f"oci:{tmp_path / 'a'}:app", env=env)
     assert first.returncode == 0, first.stderr
@@ -201,8 +214,7 @@ def _stderr_on_a_tty(*args: str) -> tuple[int, str]:
     import pty
 
     leader, follower = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRIDSTORE_")}
-    env.update(TERM="xterm", COLUMNS="100")
+    env = dict(os.environ, TERM="xterm", COLUMNS="100")
     proc = subprocess.Popen([str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=follower, env=env)
     os.close(follower)
     seen = b""
@@ -230,3 +242,32 @@ def test_export_and_import_show_progress_on_a_terminal(tmp_path: Path) -> None:
     assert code == 0, terminal
     assert "importing" in terminal
     assert hs_json("refs", "--layout", str(tmp_path / "i"), "--json")[0]["name"] == "latest"
+
+
+@pytest.mark.registry
+@pytest.mark.skopeo
+@pytest.mark.umoci
+def test_a_single_platform_pull_is_readable_by_skopeo_and_umoci_on_any_host(
+    registry_content: SampleContent, tmp_path: Path
+) -> None:
+    import platform as host
+
+    index = registry_content.index
+    other = "linux/amd64" if host.machine() in ("aarch64", "arm64") else "linux/arm64"
+    layout = tmp_path / "l"
+    pulled = hs("pull", "--plain-http", "--platform", other, "--layout", str(layout), index.ref)
+    assert pulled.returncode == 0, pulled.stderr
+    assert f"manifest of index {index.digest}" in pulled.stdout  # says the digest changed
+    name = hs_json("refs", "--layout", str(layout), "--json")[0]["name"]
+    inspected = subprocess.run(
+        ["skopeo", "--insecure-policy", "inspect", f"oci:{layout}:{name}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert inspected.returncode == 0, inspected.stderr
+    assert json.loads(inspected.stdout)["Architecture"] == other.split("/")[1]
+    unpack = ["umoci", "unpack"] + (["--rootless"] if os.geteuid() != 0 else [])
+    unpacked = subprocess.run(
+        [*unpack, "--image", f"{layout}:{name}", str(tmp_path / "bundle")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert unpacked.returncode == 0, unpacked.stderr

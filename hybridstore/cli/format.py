@@ -20,6 +20,7 @@ __all__ = [
     "human_size",
     "json_text",
     "one_line",
+    "platform_note",
     "print_transfer_results",
 ]
 
@@ -80,7 +81,17 @@ def print_transfer_results(quiet: bool, as_json: bool, results: Sequence[Any]) -
         return
     for r in results:
         extra = f", {len(r.referrers)} referrers" if r.referrers else ""
-        click.echo(f"{r.ref_name}: {r.digest} ({_moved(r.blobs)}{extra}, {r.seconds:.2f}s)")
+        click.echo(
+            f"{r.ref_name}: {r.digest}{platform_note(r)} "
+            f"({_moved(r.blobs)}{extra}, {r.seconds:.2f}s)"
+        )
+
+
+def platform_note(result: Any) -> str:
+    """Says so when the ref named an index and one platform's manifest became the ref."""
+    if not result.index:
+        return ""
+    return f" ({result.platform} manifest of index {result.index})"
 
 
 def _moved(blobs: Sequence[Any]) -> str:

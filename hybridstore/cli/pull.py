@@ -33,7 +33,8 @@ __all__ = ["pull"]
     "platforms",
     multiple=True,
     metavar="OS/ARCH[/VARIANT]",
-    help="Platform to pull from an image index (repeatable; default: this host's).",
+    help="Platform to pull from an image index (repeatable; default: this host's). With "
+    "one, that platform's manifest becomes the ref (as skopeo records it).",
 )
 @click.option("--all-platforms", is_flag=True, help="Pull every manifest of an index.")
 @concurrency_option
@@ -87,7 +88,7 @@ def pull(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
     fails does not stop the others (unless --fail-fast): each is reported, and
     the exit code is the first failure's.
     """
-    from hybridstore.cli.format import error_json, one_line
+    from hybridstore.cli.format import error_json, one_line, platform_note
     from hybridstore.cli.progress import run_with_progress
     from hybridstore.errors import HybridstoreError
     from hybridstore.pull import pull_many
@@ -137,7 +138,8 @@ def pull(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
             if r.resolved_from:
                 click.echo(f"{r.ref_name}: resolved offline from {r.resolved_from}")
             click.echo(
-                f"{r.ref_name}: {r.digest} ({r.fetched} fetched, {r.reused} reused, "
+                f"{r.ref_name}: {r.digest}{platform_note(r)} "
+                f"({r.fetched} fetched, {r.reused} reused, "
                 f"{r.bytes_transferred} bytes, link {'/'.join(r.link_modes)}, {r.seconds:.2f}s)"
             )
     for ref, e in failures:
