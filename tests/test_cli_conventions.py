@@ -7,11 +7,13 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.oci_builder import LayoutBuilder, SampleContent
+from support.oci_builder import LayoutBuilder, SampleContent, push_built
+from support.registry import Registry
 
 SCRIPT = Path(sys.executable).with_name("hybridstore")
 
@@ -271,3 +273,46 @@ def test_a_single_platform_pull_is_readable_by_skopeo_and_umoci_on_any_host(
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert unpacked.returncode == 0, unpacked.stderr
+
+
+@pytest.mark.registry
+@pytest.mark.skopeo
+@pytest.mark.umoci
+def test_format_oci_converts_docker_media_types_for_the_oci_readers(
+    registry: Registry, oci_builder: Callable[..., LayoutBuilder], repo_name: str, tmp_path: Path
+) -> None:
+    built = oci_builder().index("docker", flavor="docker")
+    ref = f"{registry.host_port}/{repo_name}:v1"
+    push_built(built, registry, f"{repo_name}:v1")
+    kept, converted = tmp_path / "kept", tmp_path / "oci"
+
+    def skopeo_inspect(layout: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["skopeo", "--insecure-policy", "inspect", "--raw", f"oci:{layout}:{ref}"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    assert hs("pull", "--plain-http", "--layout", str(kept), ref).returncode == 0
+    assert skopeo_inspect(kept).returncode != 0  # skopeo's oci: reader refuses Docker types
+    done = hs("pull", "--plain-http", "--format", "oci", "--layout", str(converted), ref)
+    assert done.returncode == 0, done.stderr
+    host_manifest = hs_json("refs", "--layout", str(kept), "--json")[0]["digest"]
+    assert f"converted to OCI media types from {host_manifest}" in done.stdout
+    raw = skopeo_inspect(converted)
+    assert raw.returncode == 0, raw.stderr
+    manifest = json.loads(raw.stdout)
+    assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert manifest["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
+    assert {layer["mediaType"] for layer in manifest["layers"]} == {
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    }
+    assert hs_json("layout", "verify", "--layout", str(converted), "--json")["ok"] is True
+    unpack = ["umoci", "unpack"] + (["--rootless"] if os.geteuid() != 0 else [])
+    unpacked = subprocess.run(
+        [*unpack, "--image", f"{converted}:{ref}", str(tmp_path / "bundle")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert unpacked.returncode == 0, unpacked.stderr
+    # a registry destination keeps digests: refused, not silently ignored
+    refused = hs("copy", "--plain-http", "--format", "oci", ref, f"{registry.host_port}/x/y:1")
+    assert refused.returncode == 10 and "layouts" in refused.stderr

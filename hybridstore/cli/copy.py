@@ -9,6 +9,7 @@ import click
 from hybridstore.cli.options import (
     GlobalOptions,
     copy_credential_options,
+    format_option,
     link_mode_option,
     mirror_options,
     pass_options,
@@ -28,6 +29,7 @@ __all__ = ["copy"]
 @transfer_options
 @upload_options
 @link_mode_option
+@format_option
 @transport_options
 @copy_credential_options
 @mirror_options
@@ -53,7 +55,11 @@ def copy(opts: GlobalOptions, /, src: str, dst: str, **kw: Any) -> None:
     src_credential, dest_credential = side_credentials_from(kw)
     args = transfer_kwargs(opts, kw)
     args.update(src_credential=src_credential, dest_credential=dest_credential)
-    args.update(all_platforms=kw.pop("all_platforms"), link_mode=kw.pop("link_mode"))
+    args.update(
+        all_platforms=kw.pop("all_platforms"),
+        link_mode=kw.pop("link_mode"),
+        oci_format=kw.pop("oci_format"),
+    )
     result = run_with_progress(
         opts.quiet, as_json, lambda progress: copy_call(src, dst, progress=progress, **args)
     )

@@ -20,7 +20,7 @@ __all__ = [
     "human_size",
     "json_text",
     "one_line",
-    "platform_note",
+    "target_note",
     "print_transfer_results",
 ]
 
@@ -82,16 +82,19 @@ def print_transfer_results(quiet: bool, as_json: bool, results: Sequence[Any]) -
     for r in results:
         extra = f", {len(r.referrers)} referrers" if r.referrers else ""
         click.echo(
-            f"{r.ref_name}: {r.digest}{platform_note(r)} "
-            f"({_moved(r.blobs)}{extra}, {r.seconds:.2f}s)"
+            f"{r.ref_name}: {r.digest}{target_note(r)} ({_moved(r.blobs)}{extra}, {r.seconds:.2f}s)"
         )
 
 
-def platform_note(result: Any) -> str:
-    """Says so when the ref named an index and one platform's manifest became the ref."""
-    if not result.index:
-        return ""
-    return f" ({result.platform} manifest of index {result.index})"
+def target_note(result: Any) -> str:
+    """Says so when what was stored is not what the ref named: one platform's manifest of
+    an index, or a document converted to OCI media types (``--format oci``)."""
+    notes = []
+    if result.index:
+        notes.append(f"{result.platform} manifest of index {result.index}")
+    if result.converted_from:
+        notes.append(f"converted to OCI media types from {result.converted_from}")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def _moved(blobs: Sequence[Any]) -> str:

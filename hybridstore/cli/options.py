@@ -33,6 +33,7 @@ __all__ = [
     "concurrency_option",
     "copy_credential_options",
     "credential_from",
+    "format_option",
     "init_option",
     "json_option",
     "layout_option",
@@ -172,6 +173,17 @@ max_manifest_size_option = click.option(
     show_default=True,
     type=click.IntRange(MAX_DOCUMENT_BYTES),
     help="Largest manifest accepted, in bytes.",
+)
+
+
+format_option = click.option(
+    "--format",
+    "oci_format",
+    type=click.Choice(["oci"]),
+    callback=lambda ctx, param, value: value == "oci",
+    help="Into a layout: store Docker schema2 manifests in OCI media types, which "
+    "skopeo's and umoci's oci: readers require (their digests change, as with skopeo's "
+    "--format oci; blobs stay).",
 )
 
 

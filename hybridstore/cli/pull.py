@@ -11,6 +11,7 @@ from hybridstore.cli.options import (
     GlobalOptions,
     concurrency_option,
     credential_from,
+    format_option,
     init_option,
     layout_option,
     link_mode_option,
@@ -37,6 +38,7 @@ __all__ = ["pull"]
     "one, that platform's manifest becomes the ref (as skopeo records it).",
 )
 @click.option("--all-platforms", is_flag=True, help="Pull every manifest of an index.")
+@format_option
 @concurrency_option
 @click.option("--ref-name", help="Name to record in index.json (default: the full reference).")
 @link_mode_option
@@ -88,7 +90,7 @@ def pull(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
     fails does not stop the others (unless --fail-fast): each is reported, and
     the exit code is the first failure's.
     """
-    from hybridstore.cli.format import error_json, one_line, platform_note
+    from hybridstore.cli.format import error_json, one_line, target_note
     from hybridstore.cli.progress import run_with_progress
     from hybridstore.errors import HybridstoreError
     from hybridstore.pull import pull_many
@@ -123,6 +125,7 @@ def pull(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
         init=kw["init"],
         verify=kw["verify"],
         offline=offline,
+        oci_format=kw["oci_format"],
         on_error=None if kw["fail_fast"] else lambda ref, e: failures.append((ref, e)),
     )
     results = run_with_progress(
@@ -138,7 +141,7 @@ def pull(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
             if r.resolved_from:
                 click.echo(f"{r.ref_name}: resolved offline from {r.resolved_from}")
             click.echo(
-                f"{r.ref_name}: {r.digest}{platform_note(r)} "
+                f"{r.ref_name}: {r.digest}{target_note(r)} "
                 f"({r.fetched} fetched, {r.reused} reused, "
                 f"{r.bytes_transferred} bytes, link {'/'.join(r.link_modes)}, {r.seconds:.2f}s)"
             )

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from hybridstore.errors import InvalidInputError
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.reference import Reference
 from hybridstore.remote.clients import RegistryClients
@@ -65,6 +66,12 @@ class Copier:
         self.upload = settings.get("upload")
         self.manifest_limit = settings.get("manifest_limit", MAX_DOCUMENT_BYTES)
         self.progress = settings.get("progress")
+        self.oci_format = settings.get("oci_format", False)
+        if self.oci_format and self.options.include_referrers:
+            raise InvalidInputError(
+                "--format oci changes digests, so referrers would lose their subject: "
+                "leave out --include-referrers"
+            )
         self.pools = BlobPools(self.options.concurrency)
 
     def __enter__(self) -> Copier:
@@ -118,11 +125,22 @@ class Copier:
         self, layout: OCILayout, name: str, *, partial: bool = True
     ) -> LayoutDestination:
         """Into ``layout`` through the cache it links from; the root is tagged ``name``."""
-        return LayoutDestination(layout, name, partial=partial, verify=self.options.verify)
+        return LayoutDestination(
+            layout,
+            name,
+            partial=partial,
+            verify=self.options.verify,
+            oci_format=self.oci_format,
+        )
 
     def destination(self, loc: Location, src: Opened) -> Destination:
         if loc.kind == "registry":
             assert loc.reference is not None
+            if self.oci_format:
+                raise InvalidInputError(
+                    "--format oci converts into layouts (oci:, oci-archive:); a registry "
+                    "destination keeps every digest"
+                )
             repo = self.clients.repository(loc.reference, self.manifest_limit, push=True)
             return RegistryDestination(repo, loc.reference, self.cache, self.upload)
         assert loc.path is not None and loc.kind == "layout"

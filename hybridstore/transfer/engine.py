@@ -72,7 +72,6 @@ class CopyOptions:
     verify: bool = False
     """Re-hash every blob reused from a layout or the cache (``LayoutDestination``)."""
 
-
 @dataclass
 class CopyResult:
     reference: str
@@ -89,6 +88,8 @@ class CopyResult:
     """When the ref named an index and one platform was taken: that platform."""
     index: str | None = None
     """When the ref named an index and its platform manifest became the target: the index."""
+    converted_from: str | None = None
+    """With ``--format oci``: the digest the root had before its media types were converted."""
 
     def _count(self, action: str) -> int:
         return sum(1 for b in self.blobs if b.action == action)
@@ -140,9 +141,9 @@ class CopyResult:
             "resolved_from": self.resolved_from,
             "platform": self.platform,
             "index": self.index,
+            "converted_from": self.converted_from,
             "blobs": [b.__dict__ for b in self.blobs],
         }
-
 
 
 @dataclass
@@ -199,7 +200,15 @@ def copy_graph(
         result.blobs.append(dst.put_document(desc, raw, doc, src))
         if doc.subject is not None:
             result.referrers.append(str(desc.digest))
-    result.blobs.append(dst.put_root(*head, src))
+    stored = dst.put_root(*head, src)
+    result.blobs.append(stored)
+    if stored.digest != result.digest:  # the destination converted it (--format oci)
+        result.converted_from = result.digest
+        result.digest, result.media_type, result.size = (
+            stored.digest,
+            stored.media_type,
+            stored.size,
+        )
     result.seconds = time.monotonic() - started
     return result
 

@@ -51,6 +51,9 @@ class CopySettings(TypedDict, total=False):
     sent to another host, which uses its own stored credentials."""
     credentials: Mapping[str, Credential] | None
     """Credentials per registry (``host[:port]``), e.g. copy's source and destination."""
+    oci_format: bool
+    """Into a layout: store Docker schema2 manifests and indexes in OCI media types (their
+    digests change; blobs stay), so skopeo's and umoci's ``oci:`` readers take them."""
     upload: UploadOptions | None
     manifest_limit: int
     progress: Progress | None
