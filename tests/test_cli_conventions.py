@@ -246,6 +246,14 @@ def test_export_and_import_show_progress_on_a_terminal(tmp_path: Path) -> None:
     assert hs_json("refs", "--layout", str(tmp_path / "i"), "--json")[0]["name"] == "latest"
 
 
+def assert_umoci_unpacks(image: str, bundle: Path) -> None:
+    unpack = ["umoci", "unpack"] + (["--rootless"] if os.geteuid() != 0 else [])
+    done = subprocess.run(
+        [*unpack, "--image", image, str(bundle)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+
+
 @pytest.mark.registry
 @pytest.mark.skopeo
 @pytest.mark.umoci
@@ -267,12 +275,7 @@ def test_a_single_platform_pull_is_readable_by_skopeo_and_umoci_on_any_host(
     )  # fmt: skip
     assert inspected.returncode == 0, inspected.stderr
     assert json.loads(inspected.stdout)["Architecture"] == other.split("/")[1]
-    unpack = ["umoci", "unpack"] + (["--rootless"] if os.geteuid() != 0 else [])
-    unpacked = subprocess.run(
-        [*unpack, "--image", f"{layout}:{name}", str(tmp_path / "bundle")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert unpacked.returncode == 0, unpacked.stderr
+    assert_umoci_unpacks(f"{layout}:{name}", tmp_path / "bundle")
 
 
 @pytest.mark.registry
@@ -307,12 +310,7 @@ def test_format_oci_converts_docker_media_types_for_the_oci_readers(
         "application/vnd.oci.image.layer.v1.tar+gzip"
     }
     assert hs_json("layout", "verify", "--layout", str(converted), "--json")["ok"] is True
-    unpack = ["umoci", "unpack"] + (["--rootless"] if os.geteuid() != 0 else [])
-    unpacked = subprocess.run(
-        [*unpack, "--image", f"{converted}:{ref}", str(tmp_path / "bundle")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert unpacked.returncode == 0, unpacked.stderr
+    assert_umoci_unpacks(f"{converted}:{ref}", tmp_path / "bundle")
     # a registry destination keeps digests: refused, not silently ignored
     refused = hs("copy", "--plain-http", "--format", "oci", ref, f"{registry.host_port}/x/y:1")
     assert refused.returncode == 10 and "layouts" in refused.stderr
