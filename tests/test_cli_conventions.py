@@ -157,6 +157,9 @@ def test_with_json_an_error_is_also_a_json_object_on_stdout(tmp_path: Path) -> N
     error = json.loads(done.stdout)["error"]
     assert error["exit_code"] == 4 and "not an OCI layout" in error["message"]
     assert done.stderr.startswith("hybridstore: error: ")
+    bad_ref = hs("inspect", "--json", "UPPER/Case:x")
+    assert bad_ref.returncode == 10
+    assert json.loads(bad_ref.stdout)["error"]["ref"] == "UPPER/Case:x"  # the ref it concerns
     usage = hs("refs", "--json")
     assert usage.returncode == 2
     assert "--layout" in json.loads(usage.stdout)["error"]["message"]

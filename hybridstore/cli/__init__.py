@@ -105,8 +105,9 @@ def run_cli(group: click.Group, argv: list[str]) -> Any:
         level=logging.DEBUG if debug else logging.WARNING,
         format="hybridstore: %(levelname)s: %(message)s",
     )
+    opts = GlobalOptions()
     try:
-        return group.main(args=argv, prog_name="hybridstore", standalone_mode=False)
+        return group.main(args=argv, prog_name="hybridstore", standalone_mode=False, obj=opts)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.Abort:
@@ -120,7 +121,7 @@ def run_cli(group: click.Group, argv: list[str]) -> Any:
     except HybridstoreError as e:
         if debug:
             raise
-        fail(one_line(e), e.exit_code, as_json=as_json)
+        fail(one_line(e), e.exit_code, as_json=as_json, ref=opts.ref)
     except KeyboardInterrupt:
         click.echo("hybridstore: interrupted", err=True)
         sys.exit(130)
@@ -128,4 +129,4 @@ def run_cli(group: click.Group, argv: list[str]) -> Any:
         if debug:
             raise
         message = f"{e.strerror or e} ({e.filename})" if e.filename else str(e)
-        fail(message, 11, as_json=as_json)
+        fail(message, 11, as_json=as_json, ref=opts.ref)

@@ -13,6 +13,7 @@ from hybridstore.cli.options import (
     link_mode_option,
     mirror_options,
     pass_options,
+    remember_ref,
     side_credentials_from,
     transfer_kwargs,
     transfer_options,
@@ -24,7 +25,7 @@ __all__ = ["copy"]
 
 
 @click.command()
-@click.argument("src")
+@click.argument("src", callback=remember_ref)
 @click.argument("dst")
 @transfer_options
 @upload_options

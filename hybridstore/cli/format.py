@@ -33,11 +33,14 @@ def emit_json(obj: Any, *, err: bool = False) -> None:
     click.echo(json_text(obj), err=err)
 
 
-def fail(message: str, code: int = 1, *, as_json: bool = False) -> NoReturn:
-    """Print one line on stderr (and with ``--json`` the error object on stdout), then exit
-    with ``code``."""
+def fail(message: str, code: int = 1, *, as_json: bool = False, ref: str | None = None) -> NoReturn:
+    """Print one line on stderr (and with ``--json`` the error object, naming ``ref`` when
+    the command is about one, on stdout), then exit with ``code``."""
     if as_json:
-        emit_json({"error": {"message": message, "exit_code": code}})
+        error: dict[str, Any] = {"message": message, "exit_code": code}
+        if ref is not None:
+            error["ref"] = ref
+        emit_json({"error": error})
     click.echo(f"hybridstore: error: {message}", err=True)
     sys.exit(code)
 

@@ -43,6 +43,7 @@ __all__ = [
     "pass_options",
     "ref_or_layout",
     "registry_options",
+    "remember_ref",
     "side_credentials_from",
     "transfer_kwargs",
     "transfer_options",
@@ -61,6 +62,8 @@ class GlobalOptions:
     cache_dir: str | None = None
     debug: bool = False
     quiet: bool = False
+    ref: str | None = None
+    """The ref the command is about, named in the JSON error object (``remember_ref``)."""
 
 
 pass_options = click.make_pass_decorator(GlobalOptions, ensure=True)
@@ -72,6 +75,13 @@ def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     if value:
         assert param.name is not None
         setattr(ctx.ensure_object(GlobalOptions), param.name, value)
+    return value
+
+
+def remember_ref(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Callback of a command's REF argument: the JSON error object names it."""
+    if isinstance(value, str):
+        ctx.ensure_object(GlobalOptions).ref = value
     return value
 
 
@@ -309,7 +319,7 @@ def ref_or_layout(layout_help: str) -> Callable[[F], F]:
 
     def decorate(f: F) -> F:
         f = layout_option(layout_help, required=False)(f)
-        return click.argument("ref", required=False)(f)
+        return click.argument("ref", required=False, callback=remember_ref)(f)
 
     return decorate
 

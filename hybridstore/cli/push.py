@@ -12,6 +12,7 @@ from hybridstore.cli.options import (
     layout_option,
     pass_options,
     registry_options,
+    remember_ref,
     transfer_kwargs,
     transfer_options,
     upload_options,
@@ -21,7 +22,7 @@ __all__ = ["push"]
 
 
 @click.command()
-@click.argument("name", required=False)
+@click.argument("name", required=False, callback=remember_ref)
 @click.argument("target", required=False)
 @layout_option("The OCI layout to push from.")
 @click.option("--all", "push_all", is_flag=True, help="Push every ref to its recorded name.")

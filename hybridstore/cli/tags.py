@@ -11,6 +11,7 @@ from hybridstore.cli.options import (
     credential_from,
     mirror_options,
     registry_options,
+    remember_ref,
     transport_from,
 )
 
@@ -18,7 +19,7 @@ __all__ = ["tags"]
 
 
 @click.command()
-@click.argument("ref")
+@click.argument("ref", callback=remember_ref)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @registry_options
 @mirror_options
