@@ -14,16 +14,8 @@
 # free loopback port, publishes a small chart there with `hybridstore push` (standing in for
 # `helm push`), then plays the project side. Needs: docker-registry, python3, sha256sum.
 # Set HYBRIDSTORE to the command to run (default: hybridstore on PATH, else this clone's
-# .venv/bin/hybridstore, which `make demo` or `make venv` creates).
+# .venv/bin/hybridstore, which `make demo` or `make venv` creates; see local_registry.sh).
 set -euo pipefail
-
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-HYBRIDSTORE=${HYBRIDSTORE:-$(command -v hybridstore || echo "$ROOT/.venv/bin/hybridstore")}
-if ! command -v "${HYBRIDSTORE%% *}" >/dev/null; then
-    echo "helm_chart_cache.sh: no hybridstore: run 'make venv' in $ROOT, or 'pipx install $ROOT'" >&2
-    exit 1
-fi
-hs() { $HYBRIDSTORE "$@"; }  # unquoted: HYBRIDSTORE may be a command with arguments
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/helm-chart-cache.XXXXXX")
 # shellcheck source=local_registry.sh

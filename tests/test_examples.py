@@ -26,14 +26,18 @@ def plain_env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_examples_are_all_covered() -> None:
-    """A new example gets a run here (or in test_server_examples, test_public_api)."""
+    """A new example gets a run here (or in test_server_examples, test_public_api,
+    test_sync; local_registry.sh is sourced by the shell ones)."""
     assert sorted(p.name for p in (ROOT / "examples").iterdir() if p.is_file()) == [
         "demo.py",
         "helm_chart_cache.sh",
         "library_tour.py",
+        "local_registry.sh",
         "make_demo_content.py",
+        "make_project_content.py",
         "offline_transfer.sh",
         "pull_library.py",
+        "sync_project.sh",
     ]
 
 

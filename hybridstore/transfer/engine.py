@@ -172,7 +172,7 @@ def copy_graph(
     if mt.is_index(root.media_type):
         if not dst.keeps_partial_index:
             root = _registry_root(src, root, options)
-        elif not options.all_platforms:
+        elif dst.platform_manifest_as_root and not options.all_platforms:
             root = _single_platform(src, root, options) or root
     plan = _plan(src, root, options, dst.keeps_partial_index)
     result = CopyResult(

@@ -160,6 +160,7 @@ class LayoutDestination:
         self.keeps_partial_index = partial
         """False for a layout that will be exported: like a registry, it gets whole indexes."""
         self.tag_root = tag_root
+        self.platform_manifest_as_root = tag_root  # sync tags the digest its lock pins
         self.oci_format = oci_format
         """Store Docker schema2 documents in OCI media types (``oci.convert``)."""
         self._converted: dict[str, Descriptor] = {}
