@@ -99,9 +99,11 @@ def pull(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
         raise click.UsageError("--ref-name needs exactly one REF")
     offline = kw.pop("offline")
     if offline:  # nothing of the registry client is loaded
-        if kw["username"] or kw["password_stdin"]:
-            raise click.UsageError("--offline talks to no registry: drop -u/--password-stdin")
-        for key in ("plain_http", "insecure", "ca_file", "username", "password_stdin"):
+        if kw["username"] or kw["password_stdin"] or kw["creds"]:
+            raise click.UsageError(
+                "--offline talks to no registry: drop -u/--password-stdin/--creds"
+            )
+        for key in ("plain_http", "insecure", "ca_file", "username", "password_stdin", "creds"):
             kw.pop(key)
         transport, credential = None, None
     else:
