@@ -13,11 +13,9 @@
 # This script runs all of it locally: it starts `docker-registry` (CNCF distribution) on a
 # free loopback port, publishes a small chart there with `hybridstore push` (standing in for
 # `helm push`), then plays the project side. Needs: docker-registry, python3, sha256sum.
-# Set HYBRIDSTORE to the command to run (default: hybridstore).
+# Set HYBRIDSTORE to the command to run (default: hybridstore on PATH, else this clone's
+# .venv/bin/hybridstore, which `make demo` or `make venv` creates; see local_registry.sh).
 set -euo pipefail
-
-HYBRIDSTORE=${HYBRIDSTORE:-hybridstore}
-hs() { $HYBRIDSTORE "$@"; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/helm-chart-cache.XXXXXX")
 # shellcheck source=local_registry.sh
@@ -67,10 +65,10 @@ tar -tzf vendor/app-1.2.3.tgz | sed 's/^/  /'
 
 # Re-pulling an unchanged tag: one manifest request, no blob transferred.
 BYTES=$(hs pull --plain-http --json --layout ./charts "oci://$REGISTRY/charts/app:1.2.3" \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["bytes_transferred"])')
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["bytes_transferred"])')
 echo "re-pull transferred $BYTES bytes"
 test "$BYTES" = 0
 
 # A second project on the same machine links the chart out of the cache.
 hs pull --plain-http --json --layout "$WORK/other-project/charts" "oci://$REGISTRY/charts/app:1.2.3" \
-    | python3 -c 'import json, sys; r = json.load(sys.stdin); print("second project: fetched", r["blobs_fetched"], "reused", r["blobs_reused"])'
+    | python3 -c 'import json, sys; r = json.load(sys.stdin)[0]; print("second project: fetched", r["blobs_fetched"], "reused", r["blobs_reused"])'

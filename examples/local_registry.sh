@@ -1,8 +1,18 @@
-# Sourced by the example scripts: a throwaway CNCF distribution registry on loopback.
+# Sourced by the example scripts: the hybridstore command, and a throwaway CNCF
+# distribution registry on loopback.
 #
-#   source local_registry.sh
+#   source local_registry.sh  # hs ARGS... runs $HYBRIDSTORE: default hybridstore on PATH,
+#                             # else this clone's .venv/bin/hybridstore (make demo / make venv)
 #   start_registry "$WORK"    # sets REGISTRY=127.0.0.1:PORT and REGISTRY_PID; data in $WORK
 #   stop_registry             # idempotent; call it from the script's EXIT trap too
+
+_EXAMPLES_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HYBRIDSTORE=${HYBRIDSTORE:-$(command -v hybridstore || echo "$_EXAMPLES_ROOT/.venv/bin/hybridstore")}
+if ! command -v "${HYBRIDSTORE%% *}" >/dev/null; then
+    echo "no hybridstore: run 'make venv' in $_EXAMPLES_ROOT, or 'pipx install $_EXAMPLES_ROOT'" >&2
+    exit 1
+fi
+hs() { $HYBRIDSTORE "$@"; }  # unquoted: HYBRIDSTORE may be a command with arguments
 
 REGISTRY_PID=""
 

@@ -1,6 +1,8 @@
 """Pull one reference into a project layout from Python.
 
-Usage: python examples/pull_library.py REF LAYOUT_DIR [--plain-http]
+Usage: .venv/bin/python examples/pull_library.py REF LAYOUT_DIR [--plain-http]
+(any interpreter where hybridstore is installed: the venv `make venv` creates, or after
+`pip install .`).
 """
 
 from __future__ import annotations

@@ -13,11 +13,9 @@
 #   hybridstore sync --dry-run            after an edit: the plan, nothing written
 #
 # Needs: docker-registry, python3, sha256sum. Set HYBRIDSTORE to the command to run
-# (default: hybridstore).
+# (default: hybridstore on PATH, else this clone's .venv/bin/hybridstore; see
+# local_registry.sh).
 set -euo pipefail
-
-HYBRIDSTORE=${HYBRIDSTORE:-hybridstore}
-hs() { $HYBRIDSTORE "$@"; }
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sync-project.XXXXXX")

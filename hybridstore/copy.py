@@ -23,9 +23,11 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hybridstore.errors import InvalidInputError
+from hybridstore.remote.credentials import Credential, bind_credential, merge_credentials
 from hybridstore.store.cache import BlobCache
 from hybridstore.store.layout import OCILayout, removed_if_failed
-from hybridstore.transfer.copier import Copier
+from hybridstore.transfer.copier import Copier, bound_settings
 from hybridstore.transfer.engine import CopyResult
 from hybridstore.transfer.locator import Location, parse_location
 from hybridstore.transfer.settings import CopySettings
@@ -82,13 +84,37 @@ def _copy(copier: Copier, src: Location, dst: Location) -> CopyResult:
     raise AssertionError("unreachable")
 
 
-def copy(src: str, dst: str, **settings: Unpack[CopySettings]) -> CopyResult:
+def copy(
+    src: str,
+    dst: str,
+    *,
+    src_credential: Credential | None = None,
+    dest_credential: Credential | None = None,
+    **settings: Unpack[CopySettings],
+) -> CopyResult:
     """Copy ``src`` to ``dst`` (``docker://REF``, ``REF``, ``oci://REF``, ``oci:PATH[:NAME]``,
     ``oci-archive:PATH[:NAME]``); ``settings`` as ``CopySettings`` describes them.
 
     A layout destination without ``NAME`` records the source's full reference
-    (or its layout ref name).
+    (or its layout ref name). ``src_credential`` goes only to the source's registry and
+    ``dest_credential`` only to the destination's, as skopeo's ``--src-creds`` and
+    ``--dest-creds``; every other registry uses its stored credentials.
     """
     src_loc, dst_loc = parse_location(src), parse_location(dst)
+    registries = [loc.reference.registry for loc in (src_loc, dst_loc) if loc.reference]
+    settings = bound_settings(settings, registries)
+    settings["credentials"] = merge_credentials(
+        settings.get("credentials") or {},
+        _bind_side(src_credential, src_loc, "--src-creds"),
+        _bind_side(dest_credential, dst_loc, "--dest-creds"),
+    )
     with Copier(**settings) as copier:
         return _copy(copier, src_loc, dst_loc)
+
+
+def _bind_side(credential: Credential | None, loc: Location, option: str) -> dict[str, Credential]:
+    if credential is None:
+        return {}
+    if loc.reference is None:
+        raise InvalidInputError(f"{option} was given but {loc} is not a registry")
+    return bind_credential(credential, [loc.reference.registry], option)

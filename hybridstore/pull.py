@@ -10,10 +10,11 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hybridstore.errors import HybridstoreError
 from hybridstore.oci.reference import Reference
 from hybridstore.store.cache import BlobCache
 from hybridstore.store.layout import OCILayout, removed_if_failed
@@ -24,6 +25,8 @@ from hybridstore.transfer.settings import copy_options
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from hybridstore.transfer.copier import Copier
+    from hybridstore.transfer.open import Opened
     from hybridstore.transfer.settings import CopySettings
 
 __all__ = ["PullResult", "pull", "pull_many"]
@@ -38,6 +41,7 @@ def pull_many(
     ref_name: str | None = None,
     offline: bool = False,
     init: bool = False,
+    on_error: Callable[[str, HybridstoreError], None] | None = None,
     **settings: Unpack[CopySettings],
 ) -> list[PullResult]:
     """Pull each reference into ``layout`` through the shared cache; ``settings`` as
@@ -51,29 +55,58 @@ def pull_many(
     the pull fails. ``offline`` opens no socket and loads no part of the registry
     client (see ``transfer.offline``): digests come from the cache, tags from the
     target layout or the most recently used known layout holding exactly that
-    reference.
+    reference. Online, the first failing reference raises unless
+    ``on_error`` is given: then it is called with that reference and its error, the
+    others are still pulled, and the results hold the ones that succeeded (a new layout
+    directory that ends up with none is removed). Offline checks every reference before
+    anything changes, so one missing fails them all.
     """
     parsed = [Reference.parse(r) for r in refs]
     if offline:
         return _pull_offline(parsed, layout, ref_name, init, settings)
-    from hybridstore.transfer.copier import Copier  # the registry client loads here
+    from hybridstore.transfer.copier import Copier, bound_settings  # the registry client
 
-    with Copier(**settings) as copier:
+    with Copier(**bound_settings(settings, [ref.registry for ref in parsed])) as copier:
         # Sources first: credentials are resolved before the layout exists.
         sources = [copier.registry_source(ref) for ref in parsed]
         if isinstance(layout, OCILayout):
-            return [
-                copier.run(src, copier.layout_destination(layout, ref_name or src.display))
-                for src in sources
-            ]
-        with removed_if_failed(layout):
-            target = OCILayout.open_or_create(
-                layout, cache=copier.cache, link_mode=copier.link_mode, init=init
-            )
-            return [
+            return _each(copier, sources, layout, ref_name, on_error)
+        try:
+            with removed_if_failed(layout):
+                target = OCILayout.open_or_create(
+                    layout, cache=copier.cache, link_mode=copier.link_mode, init=init
+                )
+                results = _each(copier, sources, target, ref_name, on_error)
+                if not results:
+                    raise _NothingPulled  # every ref failed (on_error saw each): undo the layout
+                return results
+        except _NothingPulled:
+            return []
+
+
+class _NothingPulled(Exception):
+    """Every reference failed and was reported through ``on_error``."""
+
+
+def _each(
+    copier: Copier,
+    sources: Sequence[Opened],
+    target: OCILayout,
+    ref_name: str | None,
+    on_error: Callable[[str, HybridstoreError], None] | None,
+) -> list[PullResult]:
+    """Pull each source into ``target``; a failure raises, or goes to ``on_error``."""
+    results: list[PullResult] = []
+    for src in sources:
+        try:
+            results.append(
                 copier.run(src, copier.layout_destination(target, ref_name or src.display))
-                for src in sources
-            ]
+            )
+        except HybridstoreError as e:
+            if on_error is None:
+                raise
+            on_error(src.display, e)
+    return results
 
 
 def _pull_offline(

@@ -26,7 +26,7 @@ from hybridstore.oci.reference import Reference
 from hybridstore.oci.referrers import is_fallback_tag
 from hybridstore.store.layout import OCILayout
 from hybridstore.store.layout_refs import names_of
-from hybridstore.transfer.copier import Copier
+from hybridstore.transfer.copier import Copier, bound_settings
 from hybridstore.transfer.engine import CopyResult
 from hybridstore.transfer.locator import Location, explicit_reference
 from hybridstore.transfer.settings import CopySettings
@@ -120,7 +120,7 @@ def push_many(
     plan = [(name, _target(name, target)) for name, target in pairs]
     root = Path(layout)
     results = []
-    with Copier(**settings) as copier:
+    with Copier(**bound_settings(settings, [ref.registry for _, ref in plan])) as copier:
         for name, ref in plan:
             src = Location("layout", path=root, name=name)
             results.append(copier.copy(src, Location("registry", reference=ref)))

@@ -9,7 +9,7 @@ from concurrent.futures import Future
 import click
 import pytest
 
-from hybridstore.cli.common import concurrency_option
+from hybridstore.cli.options import concurrency_option
 from hybridstore.oci.digest import Digest
 from hybridstore.oci.model import Descriptor
 from hybridstore.transfer.pools import SMALL_BLOB, SMALL_BLOB_FANOUT, BlobPools, gather
@@ -64,7 +64,7 @@ def test_gather_cancels_what_has_not_started_after_an_error() -> None:
 
 
 def test_the_concurrency_help_states_these_numbers() -> None:
-    """The CLI spells them out rather than import this module (see cli/common.py)."""
+    """The CLI spells them out rather than import this module (see cli/options.py)."""
     command = click.command()(concurrency_option(lambda concurrency: None))
     (option,) = command.params
     assert isinstance(option, click.Option) and option.help is not None

@@ -12,9 +12,9 @@ from click.testing import CliRunner, Result
 from test_cache_support import seeded_bytes, tree_snapshot
 
 from hybridstore.cli import cli, main
-from hybridstore.cli.cache import parse_duration, parse_size
 from hybridstore.oci.digest import Digest
 from hybridstore.store.cache import BlobCache
+from hybridstore.units import parse_duration, parse_size
 
 DAY = 86400.0
 

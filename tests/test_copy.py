@@ -137,7 +137,7 @@ def test_copy_through_an_oci_archive_keeps_digests(
     first = copy(index.ref, f"oci-archive:{archive}", cache=tmp_cache, transport=PLAIN)
     assert archive.is_file() and first.digest == index.digest
     done = subprocess.run(
-        [*HYBRIDSTORE, "copy", "--json", f"oci-archive:{archive}:{index.ref}"]
+        [*HYBRIDSTORE, "copy", "--json", "--all-platforms", f"oci-archive:{archive}:{index.ref}"]
         + [f"oci:{tmp_path / 'l'}:restored"],
         capture_output=True,
         text=True,

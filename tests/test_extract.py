@@ -35,7 +35,6 @@ from hybridstore.remote.transport import TransportOptions
 PLAIN = TransportOptions(plain_http=True, retry_base=0.01, retry_cap=0.5)
 HYBRIDSTORE = [sys.executable, "-m", "hybridstore.cli"]
 PROVENANCE = "application/vnd.cncf.helm.chart.provenance.v1.prov"
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "helm_chart_cache.sh"
 
 
 def tree(root: Path) -> dict[str, bytes | str]:
@@ -247,14 +246,3 @@ def test_hostile_chart_names_and_archives(
             limits=UntarLimits(max_bytes=1000),
         )
     assert not (tmp_path / "out").exists() or tree(tmp_path / "out") == {}
-
-
-@pytest.mark.registry
-def test_helm_chart_cache_example_runs(tmp_path: Path) -> None:
-    env = dict(os.environ, HYBRIDSTORE=f"{sys.executable} -m hybridstore.cli", TMPDIR=str(tmp_path))
-    done = subprocess.run(
-        ["bash", str(EXAMPLE)], capture_output=True, text=True, timeout=120, env=env
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "re-pull transferred 0 bytes" in done.stdout
-    assert "vendor/app-1.2.3.tgz" in done.stdout

@@ -160,7 +160,7 @@ def debug_pull(upstream: Registry, mirror_host: str, tmp_path: Path, image: Buil
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["digest"] == image.digest
+    assert json.loads(proc.stdout)[0]["digest"] == image.digest
     return proc.stderr
 
 
@@ -287,7 +287,7 @@ def test_cli_mirror_uses_the_mirror_hosts_own_credentials(
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["digest"] == image.digest
+    assert json.loads(proc.stdout)[0]["digest"] == image.digest
     assert blob_gets(mirror, image, mirror0) == dict.fromkeys(blob_digests(image), 1)
     statuses = {e.status for e in mirror.access_log_requests(mirror0)}
     assert 200 in statuses and 401 in statuses  # challenged, then served with the login

@@ -115,7 +115,7 @@ def test_serve_never_loads_requests(
 
 
 def test_the_cli_transport_defaults_are_transport_options_defaults() -> None:
-    """cli/remote_options spells the defaults out (it may not import the client)."""
+    """cli/options spells the defaults out (it may not import the client)."""
     from hybridstore.cli.pull import pull as pull_command
 
     params = {p.name: p for p in pull_command.params}

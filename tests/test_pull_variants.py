@@ -95,7 +95,7 @@ def write_docker_config(env: dict[str, str], config: dict[str, object]) -> None:
 
 def assert_pulled(done: subprocess.CompletedProcess[str], digest: str) -> None:
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["digest"] == digest
+    assert json.loads(done.stdout)[0]["digest"] == digest
 
 
 def test_basic_auth_with_password_stdin(

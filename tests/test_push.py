@@ -148,7 +148,7 @@ def test_layout_written_by_skopeo_round_trips_unchanged(
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["digest"] == built.digest
+    assert json.loads(done.stdout)[0]["digest"] == built.digest
     skopeo(f"docker://{target}", f"oci:{tmp_path / 'back'}:v1")
 
     def root(layout: Path) -> str:
@@ -334,7 +334,8 @@ def test_push_and_mount_with_token_auth_ask_for_the_right_scopes(
         f"{reg.host_port}/team/mirror:v1",
         cache=tmp_cache,
         transport=PLAIN,
-        credential=cred,
+        src_credential=cred,
+        dest_credential=cred,
     )
     assert result.mounted == 2  # config and layer, no bytes moved
     scopes = {s for r in reg.token_server.requests for s in r.query.get("scope", [])}

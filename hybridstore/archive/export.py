@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
@@ -124,12 +124,14 @@ def export_layout(
     names: Sequence[str] = (),
     *,
     compression: Compression = "none",
+    progress: Callable[[int, int], None] | None = None,
 ) -> ExportResult:
     """Write ``names`` (all named refs if empty) of ``layout`` to ``out`` as an OCI layout tar.
 
     ``out`` is only written to, front to back (a pipe works). Raises
     ``NotFoundError`` for an unknown ref or a blob the layout lacks, and
-    ``CorruptionError`` for a blob that does not match its digest.
+    ``CorruptionError`` for a blob that does not match its digest. ``progress`` is
+    called with (blob bytes written so far, blob bytes in all) as the blobs stream.
     """
     source = layout if isinstance(layout, OCILayout) else OCILayout.open(layout)
     roots = _select_refs(source, names)
@@ -147,6 +149,15 @@ def export_layout(
 
     algorithms = sorted({desc.digest.path_components()[0] for desc in blobs})
     counted = CountingWriter(out)
+    total = sum(d.size for d in blobs)
+    done = 0
+
+    def advance(nbytes: int) -> None:
+        nonlocal done
+        done += nbytes
+        if progress is not None:
+            progress(done, total)
+
     with compressor(counted, compression) as sink:
         tar = TarWriter(sink)
         tar.file("oci-layout", len(_LAYOUT_HEADER), [_LAYOUT_HEADER])
@@ -155,24 +166,27 @@ def export_layout(
         for alg in algorithms:
             tar.directory(f"blobs/{alg}/")
         for desc in blobs:  # each after the document that lists it: import checks its size
-            _export_blob(source, desc, tar)
+            _export_blob(source, desc, tar, advance)
         tar.close()
     return ExportResult(
         refs=roots,
         blobs=len(blobs),
-        blob_bytes=sum(d.size for d in blobs),
+        blob_bytes=total,
         compression=compression,
         archive_bytes=counted.count,
     )
 
 
-def _export_blob(layout: OCILayout, desc: Descriptor, tar: TarWriter) -> None:
+def _export_blob(
+    layout: OCILayout, desc: Descriptor, tar: TarWriter, advance: Callable[[int], None]
+) -> None:
     alg, enc = desc.digest.path_components()
     verifier = DigestVerifier(desc.digest, desc.size)
 
     def chunks(f: IO[bytes]) -> Iterator[bytes]:
         while chunk := f.read(CHUNK):
             verifier.update(chunk)
+            advance(len(chunk))
             yield chunk
 
     try:
@@ -192,6 +206,7 @@ def export_to_path(
     names: Sequence[str] = (),
     *,
     compression: Compression | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ExportResult:
     """``export_layout`` into a file that appears complete or not at all.
 
@@ -206,7 +221,7 @@ def export_to_path(
         raise storage_error(e, "create a file in", directory) from e
     try:
         with open(fd, "wb", buffering=CHUNK) as f:
-            result = export_layout(layout, f, names, compression=chosen)
+            result = export_layout(layout, f, names, compression=chosen, progress=progress)
             f.flush()
             os.fchmod(f.fileno(), 0o644)
             os.fsync(f.fileno())

@@ -8,15 +8,18 @@ library, print, and let ``run_cli`` map library errors to exit codes.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from typing import Any
 
 import click
 
 from hybridstore import __version__
-from hybridstore.cli.common import GlobalOptions, run_cli
+from hybridstore.cli.format import emit_json, fail, one_line
+from hybridstore.cli.options import GlobalOptions, add_global_options
+from hybridstore.errors import HybridstoreError
 
-__all__ = ["main", "cli"]
+__all__ = ["main", "cli", "run_cli"]
 
 # command name -> (module, attribute, one-line help); imported on use.
 _COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -39,6 +42,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "import": ("hybridstore.cli.archive", "import_", "Import an OCI layout tar into a layout."),
     "serve": ("hybridstore.cli.serve", "serve", "Serve layouts read-only over the OCI API."),
     "sync": ("hybridstore.cli.sync", "sync", "Make layouts match hybridstore.yaml and its lock."),
+    "completion": (
+        "hybridstore.cli.completion",
+        "completion",
+        "Print a bash, zsh or fish completion script.",
+    ),
 }
 
 
@@ -53,7 +61,7 @@ class LazyGroup(click.Group):
             module, attr, _ = _COMMANDS[cmd_name]
             cmd = getattr(importlib.import_module(module), attr)
             assert isinstance(cmd, click.Command)
-            return cmd
+            return add_global_options(cmd)
         return super().get_command(ctx, cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -64,19 +72,9 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(file_okay=False),
-    envvar="HYBRIDSTORE_CACHE_DIR",
-    help="Shared blob cache directory [env HYBRIDSTORE_CACHE_DIR; "
-    "default $XDG_CACHE_HOME/hybridstore].",
-)
-@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
-@click.option("-q", "--quiet", is_flag=True, help="Print only errors and requested output.")
 @click.version_option(__version__, package_name="hybridstore")
 @click.pass_context
-def cli(ctx: click.Context, cache_dir: str | None, debug: bool, quiet: bool) -> None:
+def cli(ctx: click.Context) -> None:
     """Pull OCI images, Helm charts and ORAS artifacts into one shared cache and
     per-project OCI layouts.
 
@@ -86,8 +84,49 @@ def cli(ctx: click.Context, cache_dir: str | None, debug: bool, quiet: bool) -> 
     7 lock timeout, 8 conflict, 9 unsupported algorithm, 10 invalid input,
     11 filesystem/link error, 130 interrupted.
     """
-    ctx.obj = GlobalOptions(cache_dir=cache_dir, debug=debug, quiet=quiet)
+    ctx.ensure_object(GlobalOptions)
+
+
+add_global_options(cli)
 
 
 def main(argv: list[str] | None = None) -> Any:
     return run_cli(cli, argv if argv is not None else sys.argv[1:])
+
+
+def run_cli(group: click.Group, argv: list[str]) -> Any:
+    """Run the click group; map library errors to one stderr line and an exit code.
+
+    With ``--json`` anywhere on the line, a failure also prints ``{"error": {"message",
+    "exit_code"}}`` on stdout, so a script parsing stdout sees the failure as JSON."""
+    debug = "--debug" in argv
+    as_json = "--json" in argv
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="hybridstore: %(levelname)s: %(message)s",
+    )
+    opts = GlobalOptions()
+    try:
+        return group.main(args=argv, prog_name="hybridstore", standalone_mode=False, obj=opts)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.Abort:
+        click.echo("hybridstore: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        if as_json:
+            emit_json({"error": {"message": e.format_message(), "exit_code": e.exit_code}})
+        e.show()
+        sys.exit(e.exit_code)
+    except HybridstoreError as e:
+        if debug:
+            raise
+        fail(one_line(e), e.exit_code, as_json=as_json, ref=opts.ref)
+    except KeyboardInterrupt:
+        click.echo("hybridstore: interrupted", err=True)
+        sys.exit(130)
+    except OSError as e:
+        if debug:
+            raise
+        message = f"{e.strerror or e} ({e.filename})" if e.filename else str(e)
+        fail(message, 11, as_json=as_json, ref=opts.ref)

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from contextlib import ExitStack
 from typing import Any, cast
 
 import click
 
-from hybridstore.cli.cache import Size, human_size
-from hybridstore.cli.common import GlobalOptions, emit_json, pass_options
-from hybridstore.cli.layout import init_option, link_mode_option
+from hybridstore.cli.format import emit_json, human_size
+from hybridstore.cli.options import (
+    GlobalOptions,
+    Size,
+    init_option,
+    layout_option,
+    link_mode_option,
+    pass_options,
+)
 from hybridstore.errors import InvalidInputError
 
 __all__ = ["export", "import_"]
@@ -17,13 +25,7 @@ __all__ = ["export", "import_"]
 
 @click.command()
 @click.argument("names", nargs=-1)
-@click.option(
-    "--layout",
-    "layout_dir",
-    required=True,
-    type=click.Path(file_okay=False, exists=True),
-    help="The OCI layout to export from.",
-)
+@layout_option("The OCI layout to export from.")
 @click.option(
     "-o",
     "--output",
@@ -55,19 +57,32 @@ def export(
     (e.g. registry.example.com/charts/app:1.2.3).
     """
     from hybridstore.archive.export import Compression, export_layout, export_to_path
+    from hybridstore.cli.progress import ByteBar, wants_progress
 
     chosen = cast("Compression | None", compress)
     to_stdout = output == "-"
-    if to_stdout:
-        out = sys.stdout.buffer
-        if out.isatty():
-            raise InvalidInputError("refusing to write a binary archive to a terminal; use -o FILE")
-        result = export_layout(layout_dir, out, names, compression=chosen or "none")
-        out.flush()
-    else:
-        result = export_to_path(layout_dir, output, names, compression=chosen)
+    with ExitStack() as stack:
+        bar = None
+        if wants_progress(opts.quiet, as_json):
+            bar = ByteBar("exporting")
+            stack.enter_context(bar.bars)
+        progress = bar.update if bar is not None else None
+        if to_stdout:
+            out = sys.stdout.buffer
+            if out.isatty():
+                raise InvalidInputError(
+                    "refusing to write a binary archive to a terminal; use -o FILE"
+                )
+            result = export_layout(
+                layout_dir, out, names, compression=chosen or "none", progress=progress
+            )
+            out.flush()
+        else:
+            result = export_to_path(
+                layout_dir, output, names, compression=chosen, progress=progress
+            )
     if as_json:
-        click.echo(_json_text(result.to_json()), err=to_stdout)
+        emit_json(result.to_json(), err=to_stdout)
         return
     if opts.quiet:
         return
@@ -82,21 +97,9 @@ def export(
     )
 
 
-def _json_text(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj, indent=2, sort_keys=True)
-
-
 @click.command("import")
 @click.argument("archive", metavar="FILE|-")
-@click.option(
-    "--layout",
-    "layout_dir",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="The OCI layout to import into (created if missing).",
-)
+@layout_option("The OCI layout to import into (created if missing).")
 @click.option("--overwrite", is_flag=True, help="Replace refs that already point elsewhere.")
 @click.option(
     "--ref-name", help="Name for the one entry of a single-image archive (e.g. from skopeo)."
@@ -146,6 +149,7 @@ def import_(opts: GlobalOptions, /, archive: str, **kw: Any) -> None:
     skipped.
     """
     from hybridstore.archive.importer import ImportLimits, import_archive
+    from hybridstore.cli.progress import ByteBar, CountingReader, wants_progress
 
     limits = ImportLimits(
         max_entries=kw["max_entries"],
@@ -153,18 +157,28 @@ def import_(opts: GlobalOptions, /, archive: str, **kw: Any) -> None:
         max_ratio=kw["max_ratio"],
         max_index_bytes=kw["max_index_size"],
     )
-    source: Any = sys.stdin.buffer if archive == "-" else archive
-    result = import_archive(
-        source,
-        kw["layout_dir"],
-        cache=opts.cache_dir,
-        overwrite=kw["overwrite"],
-        ref_name=kw["ref_name"],
-        link_mode=kw["link_mode"],
-        limits=limits,
-        init=kw["init"],
-    )
-    if as_json := kw["as_json"]:
+    as_json = kw["as_json"]
+    with ExitStack() as stack:
+        source: Any = sys.stdin.buffer if archive == "-" else archive
+        if wants_progress(opts.quiet, as_json) and (archive == "-" or os.path.isfile(archive)):
+            # the archive's own bytes: its size is known for a file, not for stdin
+            bar = ByteBar("importing")
+            stack.enter_context(bar.bars)
+            if archive != "-":
+                source = stack.enter_context(open(archive, "rb"))  # noqa: SIM115
+            total = None if archive == "-" else os.path.getsize(archive)
+            source = CountingReader(source, bar, total)
+        result = import_archive(
+            source,
+            kw["layout_dir"],
+            cache=opts.cache_dir,
+            overwrite=kw["overwrite"],
+            ref_name=kw["ref_name"],
+            link_mode=kw["link_mode"],
+            limits=limits,
+            init=kw["init"],
+        )
+    if as_json:
         emit_json(result.to_json())
     if as_json or opts.quiet:
         return

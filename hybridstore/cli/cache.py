@@ -4,15 +4,23 @@ blob cache and the layouts it knows."""
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
 import click
 
-from hybridstore.cli.common import GlobalOptions, emit_json, pass_options
-from hybridstore.cli.remote_options import credential_from, registry_options, transport_from
+from hybridstore.cli.format import ago, emit_json, human_size
+from hybridstore.cli.options import (
+    Duration,
+    GlobalOptions,
+    Size,
+    credential_from,
+    json_option,
+    pass_options,
+    registry_options,
+    transport_from,
+)
 from hybridstore.errors import NotFoundError
 from hybridstore.oci.digest import Digest
 from hybridstore.store.cache import BlobCache
@@ -24,70 +32,7 @@ from hybridstore.store.cache_admin import (
     verify_cache,
 )
 
-__all__ = ["Size", "cache", "human_size", "parse_duration", "parse_size"]
-
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-
-
-def parse_duration(text: str) -> float:
-    """``90``/``90s``, ``15m``, ``1h``, ``7d``, ``2w`` -> seconds; ``ValueError`` otherwise."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text.lower())
-    if m is None:
-        raise ValueError(f"{text!r} is not a duration (use e.g. 30m, 12h, 7d, 2w)")
-    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-
-
-def parse_size(text: str) -> int:
-    """``512M``, ``10G``, ``1.5GiB``, ``100000`` -> bytes (K, M, G, T, P are powers of 1024)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:([kmgtp])(?:i?b)?|b)?\s*", text.lower())
-    if m is None:
-        raise ValueError(f"{text!r} is not a size (use e.g. 500M, 10G, 1T)")
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2) or ""])
-
-
-class _Duration(click.ParamType[float, Any]):
-    name = "duration"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        if isinstance(value, (int, float)):
-            return float(value)
-        try:
-            return parse_duration(str(value))
-        except ValueError as e:
-            self.fail(str(e), param, ctx)
-
-
-class Size(click.ParamType[int, Any]):
-    """A byte count given as 123, 500M, 2G... (``parse_size``)."""
-
-    name = "size"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_size(str(value))
-        except ValueError as e:
-            self.fail(str(e), param, ctx)
-
-
-def human_size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
-
-
-def _ago(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit} ago"
-    return f"{max(seconds, 0):.0f}s ago"
+__all__ = ["cache"]
 
 
 class _Jsonable(Protocol):
@@ -114,9 +59,6 @@ def _open(opts: GlobalOptions) -> BlobCache:
     return BlobCache(opts.cache_dir) if opts.cache_dir else BlobCache()
 
 
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-
-
 @click.group("cache")
 def cache() -> None:
     """Inspect, verify and prune the shared blob cache; see the layouts it knows.
@@ -127,7 +69,7 @@ def cache() -> None:
 
 
 @cache.command("info")
-@_json_option
+@json_option
 @pass_options
 def info(opts: GlobalOptions, /, as_json: bool) -> None:
     """Location, blob count and size, blobs shared with layouts, partial downloads."""
@@ -149,7 +91,7 @@ def info(opts: GlobalOptions, /, as_json: bool) -> None:
 
 
 @cache.command("du")
-@_json_option
+@json_option
 @pass_options
 def du(opts: GlobalOptions, /, as_json: bool) -> None:
     """Disk usage of the cache, by area (blobs, ingest, locks, quarantine, other)."""
@@ -167,7 +109,7 @@ def du(opts: GlobalOptions, /, as_json: bool) -> None:
 
 @cache.command("path")
 @click.argument("digest", required=False)
-@_json_option
+@json_option
 @pass_options
 def path(opts: GlobalOptions, /, digest: str | None, as_json: bool) -> None:
     """Print the cache directory, or the file of DIGEST's blob (exit 4 if absent)."""
@@ -187,7 +129,7 @@ def path(opts: GlobalOptions, /, digest: str | None, as_json: bool) -> None:
 @cache.command("layouts")
 @click.option("--forget-missing", is_flag=True,
               help="Drop the records of layouts that are gone or were replaced.")  # fmt: skip
-@_json_option
+@json_option
 @pass_options
 def layouts(opts: GlobalOptions, /, forget_missing: bool, as_json: bool) -> None:
     """List the layouts that link from this cache: path, refs, last use.
@@ -210,12 +152,12 @@ def layouts(opts: GlobalOptions, /, forget_missing: bool, as_json: bool) -> None
     for u in usages:
         state = f"{u.refs} ref(s)" if u.refs is not None else u.known.state
         forgot = ", forgotten" if u.forgotten else ""
-        click.echo(f"{u.known.path}\t{state}\tused {_ago(now - u.known.last_used)}{forgot}")
+        click.echo(f"{u.known.path}\t{state}\tused {ago(now - u.known.last_used)}{forgot}")
 
 
 @cache.command("where")
 @click.argument("target", metavar="DIGEST|REF")
-@_json_option
+@json_option
 @pass_options
 def where(opts: GlobalOptions, /, target: str, as_json: bool) -> None:
     """List every known layout and ref that holds DIGEST or REF.
@@ -244,7 +186,7 @@ def where(opts: GlobalOptions, /, target: str, as_json: bool) -> None:
 @click.option("--repair", is_flag=True,
               help="Move corrupt blobs to quarantine/ and mend the known layouts that "
               "shared them.")  # fmt: skip
-@_json_option
+@json_option
 @registry_options
 @pass_options
 def verify(opts: GlobalOptions, /, repair: bool, as_json: bool, **kw: Any) -> None:
@@ -278,7 +220,7 @@ def verify(opts: GlobalOptions, /, repair: bool, as_json: bool, **kw: Any) -> No
             for p in report.unknown:
                 click.echo(f"unknown file: {p}")
             for e in report.stale_ingests:
-                click.echo(f"stale ingest: {e.path} ({human_size(e.size)}, {_ago(e.age)})")
+                click.echo(f"stale ingest: {e.path} ({human_size(e.size)}, {ago(e.age)})")
             state = "ok" if report.ok else f"{len(report.corrupt)} corrupt blob(s)"
             click.echo(
                 f"{report.root}: {state}; {report.checked} blob(s) verified "
@@ -292,7 +234,7 @@ def verify(opts: GlobalOptions, /, repair: bool, as_json: bool, **kw: Any) -> No
 
 
 @cache.command("prune")
-@click.option("--older-than", type=_Duration(), metavar="DURATION",
+@click.option("--older-than", type=Duration(), metavar="DURATION",
               help="Remove blobs not used for this long (e.g. 7d, 12h, 30m).")  # fmt: skip
 @click.option("--max-size", type=Size(), metavar="SIZE",
               help="Remove least recently used blobs until the blobs total at most SIZE "
@@ -302,10 +244,10 @@ def verify(opts: GlobalOptions, /, repair: bool, as_json: bool, **kw: Any) -> No
 @click.option("--unreferenced", is_flag=True,
               help="Only blobs that no ref of any live layout the cache knows reaches "
               "(right in every link mode; see hybridstore cache layouts).")  # fmt: skip
-@click.option("--grace", type=_Duration(), default="1h", metavar="DURATION", show_default=True,
+@click.option("--grace", type=Duration(), default="1h", metavar="DURATION", show_default=True,
               help="Never remove a blob used more recently than this.")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Print what would be removed; change nothing.")
-@_json_option
+@json_option
 @pass_options
 def prune(
     opts: GlobalOptions,
@@ -348,7 +290,7 @@ def prune(
         if as_json:  # streamed: the list is never held in memory
             _echo_item(b, shown)
         elif not opts.quiet:
-            click.echo(f"{verb} {b.digest} ({human_size(b.size)}, used {_ago(now - b.last_used)})")
+            click.echo(f"{verb} {b.digest} ({human_size(b.size)}, used {ago(now - b.last_used)})")
         shown += 1
 
     if as_json:

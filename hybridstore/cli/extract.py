@@ -6,10 +6,12 @@ from typing import Any
 
 import click
 
-from hybridstore.cli.common import GlobalOptions, emit_json, pass_options
-from hybridstore.cli.remote_options import (
+from hybridstore.cli.format import emit_json
+from hybridstore.cli.options import (
+    GlobalOptions,
     credential_from,
     mirror_options,
+    pass_options,
     ref_or_layout,
     registry_options,
     transport_from,

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from hybridstore.cli.common import emit_json
-from hybridstore.cli.remote_options import (
+from hybridstore.cli.format import emit_json
+from hybridstore.cli.options import (
     credential_from,
     mirror_options,
     ref_or_layout,

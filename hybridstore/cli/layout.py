@@ -1,4 +1,4 @@
-"""``hybridstore layout verify|gc``, and ``--link-mode`` for every command that writes blobs."""
+"""``hybridstore layout verify|gc``: check, repair and clean up a project's layout."""
 
 from __future__ import annotations
 
@@ -7,44 +7,20 @@ from typing import Any, TypeVar
 
 import click
 
-from hybridstore.cli.common import GlobalOptions, emit_json, pass_options
-from hybridstore.cli.remote_options import credential_from, registry_options, transport_from
+from hybridstore.cli.format import emit_json, human_size
+from hybridstore.cli.options import (
+    Duration,
+    GlobalOptions,
+    credential_from,
+    layout_option,
+    pass_options,
+    registry_options,
+    transport_from,
+)
 
-__all__ = ["layout", "link_mode_option"]
+__all__ = ["layout"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def link_mode_option(f: _F) -> _F:
-    """Add ``--link-mode`` (env HYBRIDSTORE_LINK_MODE) to a command, passed as ``link_mode``."""
-    return click.option(
-        "--link-mode",
-        "link_mode",
-        type=click.Choice(["auto", "reflink", "hardlink", "copy"]),
-        envvar="HYBRIDSTORE_LINK_MODE",
-        show_envvar=True,
-        help="How blobs enter the layout from the cache: auto tries reflink, then hardlink, "
-        "then copy; an explicit mode fails instead of falling back.",
-    )(f)
-
-
-def init_option(f: _F) -> _F:
-    """Add ``--init`` (adopt a non-empty directory as a new layout), passed as ``init``."""
-    return click.option(
-        "--init",
-        is_flag=True,
-        help="Make --layout a layout even if it already holds other files (by default a "
-        "non-empty directory without oci-layout is refused).",
-    )(f)
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
 
 
 @click.group()
@@ -52,8 +28,20 @@ def layout() -> None:
     """Check and clean up a project's OCI layout."""
 
 
+def _layout_arg(f: _F) -> _F:
+    """The layout as ``--layout DIR``, as every other command takes it, or positionally."""
+    f = layout_option("The OCI layout directory.", required=False)(f)
+    return click.argument("directory", required=False, type=click.Path(file_okay=False))(f)
+
+
+def _directory(directory: str | None, layout_dir: str | None) -> str:
+    if (directory is None) == (layout_dir is None):
+        raise click.UsageError("give the layout once: --layout DIR (or DIR)")
+    return directory or layout_dir or ""
+
+
 @layout.command()
-@click.argument("directory", type=click.Path(file_okay=False))
+@_layout_arg
 @click.option(
     "--repair",
     is_flag=True,
@@ -65,9 +53,16 @@ def layout() -> None:
 @registry_options
 @pass_options
 def verify(
-    opts: GlobalOptions, /, directory: str, repair: bool, offline: bool, as_json: bool, **kw: Any
+    opts: GlobalOptions,
+    /,
+    directory: str | None,
+    layout_dir: str | None,
+    repair: bool,
+    offline: bool,
+    as_json: bool,
+    **kw: Any,
 ) -> None:
-    """Check that every blob reachable from DIRECTORY's index.json is present and intact.
+    """Check that every blob reachable from the layout's index.json is present and intact.
 
     Re-hashes each reachable blob and validates manifests, indexes and configs;
     lists unreferenced blobs and foreign files. Exits 1 when there are problems
@@ -77,6 +72,7 @@ def verify(
     from hybridstore.store.layout import OCILayout
     from hybridstore.store.layout_check import verify_layout
 
+    directory = _directory(directory, layout_dir)
     target = OCILayout.open(directory, cache=BlobCache(opts.cache_dir))
     mend = None
     if repair:
@@ -104,7 +100,7 @@ def verify(
             state = "ok" if report.ok else f"{len(report.problems)} problem(s)"
             click.echo(
                 f"{directory}: {state}; {report.refs} ref(s), {report.blobs_checked} blob(s) "
-                f"verified ({_size(report.bytes_checked)})"
+                f"verified ({human_size(report.bytes_checked)})"
             )
     if mend is not None and not as_json:
         for line in mend.lines():
@@ -114,22 +110,28 @@ def verify(
 
 
 @layout.command()
-@click.argument("directory", type=click.Path(file_okay=False))
+@_layout_arg
 @click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
 @click.option(
     "--grace",
-    type=click.FloatRange(min=0),
+    type=Duration(),
     default=None,
-    metavar="SECONDS",
-    help="Keep unreachable blobs added less than this long ago, so a pull running "
-    "right now loses nothing [default: 3600].",
+    metavar="DURATION",
+    help="Keep unreachable blobs added less than this long ago (e.g. 30m, 1h, 2d), so a "
+    "pull running right now loses nothing [default: 1h].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_options
 def gc(
-    opts: GlobalOptions, /, directory: str, dry_run: bool, grace: float | None, as_json: bool
+    opts: GlobalOptions,
+    /,
+    directory: str | None,
+    layout_dir: str | None,
+    dry_run: bool,
+    grace: float | None,
+    as_json: bool,
 ) -> None:
-    """Remove blobs unreachable from DIRECTORY's index.json.
+    """Remove blobs unreachable from the layout's index.json.
 
     Follows manifests, indexes, configs, layers, and subject/referrer manifests
     that are present. The shared cache is never touched.
@@ -137,6 +139,7 @@ def gc(
     from hybridstore.store.layout import OCILayout
     from hybridstore.store.layout_check import DEFAULT_GC_GRACE, gc_layout
 
+    directory = _directory(directory, layout_dir)
     report = gc_layout(
         OCILayout.open(directory),
         dry_run=dry_run,
@@ -149,13 +152,13 @@ def gc(
         return
     verb = "would remove" if dry_run else "removed"
     for digest, size in report.removed:
-        click.echo(f"{verb} {digest} ({_size(size)})")
+        click.echo(f"{verb} {digest} ({human_size(size)})")
     for name in report.temp_files_removed:
         click.echo(f"{verb} temp file {name}")
     if report.kept_recent:
         n = len(report.kept_recent)
         click.echo(f"kept {n} unreachable blob(s) younger than the grace period (--grace)")
     click.echo(
-        f"{directory}: {verb} {len(report.removed)} blob(s), {_size(report.bytes_freed)}; "
+        f"{directory}: {verb} {len(report.removed)} blob(s), {human_size(report.bytes_freed)}; "
         f"{report.reachable} reachable"
     )

@@ -2,96 +2,43 @@
 
 from __future__ import annotations
 
-import sys
-import threading
 from typing import Any
 
 import click
 
-from hybridstore.cli.common import GlobalOptions, concurrency_option, emit_json, pass_options
-from hybridstore.cli.layout import init_option, link_mode_option
-from hybridstore.cli.remote_options import (
+from hybridstore.cli.format import emit_json
+from hybridstore.cli.options import (
+    GlobalOptions,
+    concurrency_option,
     credential_from,
+    format_option,
+    init_option,
+    layout_option,
+    link_mode_option,
+    max_manifest_size_option,
     mirror_options,
+    pass_options,
     registry_options,
     transport_from,
 )
-from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
-from hybridstore.oci.model import Descriptor
-from hybridstore.transfer.endpoint import BlobOutcome, Progress
 
-__all__ = ["RichProgress", "max_manifest_size_option", "pull"]
-
-# The manifest cap of the commands that fill layouts from registries (pull, sync).
-max_manifest_size_option = click.option(
-    "--max-manifest-size",
-    default=MAX_DOCUMENT_BYTES,
-    show_default=True,
-    type=click.IntRange(MAX_DOCUMENT_BYTES),
-    help="Largest manifest accepted, in bytes.",
-)
-
-
-class RichProgress(Progress):
-    """Per-blob and total bars (bytes, rate, ETA) on a TTY."""
-
-    def __init__(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-        from rich.progress import (
-            Progress as Bars,
-        )
-
-        self.bars = Bars(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            transient=True,
-        )
-        self._tasks: dict[str, Any] = {}
-        self._lock = threading.Lock()
-
-    def start(self, desc: Descriptor) -> None:
-        with self._lock:
-            self._tasks[str(desc.digest)] = self.bars.add_task(desc.digest.short, total=desc.size)
-
-    def advance(self, desc: Descriptor, nbytes: int) -> None:
-        task = self._tasks.get(str(desc.digest))
-        if task is not None:
-            self.bars.advance(task, nbytes)
-
-    def done(self, desc: Descriptor, outcome: BlobOutcome) -> None:
-        with self._lock:
-            task = self._tasks.pop(str(desc.digest), None)
-        if task is not None:
-            self.bars.remove_task(task)
+__all__ = ["pull"]
 
 
 @click.command()
 @click.argument("refs", nargs=-1, required=True)
-@click.option(
-    "--layout",
-    "layout_dir",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Project OCI layout directory (created if missing).",
-)
+@layout_option("Project OCI layout directory (created if missing).")
 @init_option
 @click.option(
     "--platform",
     "platforms",
     multiple=True,
     metavar="OS/ARCH[/VARIANT]",
-    help="Platform to pull from an image index (repeatable; default: this host's).",
+    help="Platform to pull from an image index (repeatable; default: this host's). With "
+    "one, that platform's manifest becomes the ref (as skopeo records it).",
 )
 @click.option("--all-platforms", is_flag=True, help="Pull every manifest of an index.")
+@format_option
 @concurrency_option
 @click.option("--ref-name", help="Name to record in index.json (default: the full reference).")
 @link_mode_option
@@ -126,7 +73,12 @@ class RichProgress(Progress):
     "layout, else from the most recently used layout the cache knows that holds exactly "
     "that reference (printed). Fails, changing nothing, if anything is missing.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@click.option(
+    "--fail-fast",
+    is_flag=True,
+    help="Stop at the first REF that fails (default: pull the others, report all).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one entry per REF.")
 @registry_options
 @mirror_options
 @pass_options
@@ -134,24 +86,30 @@ def pull(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
     """Pull REFS (images, Helm charts via oci://, ORAS artifacts) into a layout.
 
     Each blob is downloaded once into the shared cache and linked into the
-    layout; a re-pull of cached content costs one manifest request.
+    layout; a re-pull of cached content costs one manifest request. A REF that
+    fails does not stop the others (unless --fail-fast): each is reported, and
+    the exit code is the first failure's.
     """
+    from hybridstore.cli.format import error_json, one_line, target_note
+    from hybridstore.cli.progress import run_with_progress
+    from hybridstore.errors import HybridstoreError
     from hybridstore.pull import pull_many
 
     if kw["ref_name"] and len(refs) > 1:
         raise click.UsageError("--ref-name needs exactly one REF")
     offline = kw.pop("offline")
     if offline:  # nothing of the registry client is loaded
-        if kw["username"] or kw["password_stdin"]:
-            raise click.UsageError("--offline talks to no registry: drop -u/--password-stdin")
-        for key in ("plain_http", "insecure", "ca_file", "username", "password_stdin"):
+        if kw["username"] or kw["password_stdin"] or kw["creds"]:
+            raise click.UsageError(
+                "--offline talks to no registry: drop -u/--password-stdin/--creds"
+            )
+        for key in ("plain_http", "insecure", "ca_file", "username", "password_stdin", "creds"):
             kw.pop(key)
         transport, credential = None, None
     else:
         transport, credential = transport_from(kw), credential_from(kw)
     as_json = kw.pop("as_json")
-    show_bars = sys.stderr.isatty() and not opts.quiet and not as_json
-    progress = RichProgress() if show_bars else None
+    failures: list[tuple[str, HybridstoreError]] = []
     args: dict[str, Any] = dict(
         layout=kw["layout_dir"],
         cache=opts.cache_dir,
@@ -166,25 +124,30 @@ def pull(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
         transport=transport,
         credential=credential,
         manifest_limit=kw["max_manifest_size"],
-        progress=progress,
+        init=kw["init"],
         verify=kw["verify"],
         offline=offline,
-        init=kw["init"],
+        oci_format=kw["oci_format"],
+        on_error=None if kw["fail_fast"] else lambda ref, e: failures.append((ref, e)),
     )
-    if progress is not None:
-        with progress.bars:
-            results = pull_many(list(refs), **args)
-    else:
-        results = pull_many(list(refs), **args)
+    results = run_with_progress(
+        opts.quiet, as_json, lambda progress: pull_many(list(refs), progress=progress, **args)
+    )
     if as_json:
-        emit_json([r.to_json() for r in results] if len(results) > 1 else results[0].to_json())
-        return
-    if opts.quiet:
-        return
-    for r in results:
-        if r.resolved_from:
-            click.echo(f"{r.ref_name}: resolved offline from {r.resolved_from}")
-        click.echo(
-            f"{r.ref_name}: {r.digest} ({r.fetched} fetched, {r.reused} reused, "
-            f"{r.bytes_transferred} bytes, link {'/'.join(r.link_modes)}, {r.seconds:.2f}s)"
+        emit_json(
+            [r.to_json() for r in results]
+            + [{"reference": ref, **error_json(e, ref)} for ref, e in failures]
         )
+    elif not opts.quiet:
+        for r in results:
+            if r.resolved_from:
+                click.echo(f"{r.ref_name}: resolved offline from {r.resolved_from}")
+            click.echo(
+                f"{r.ref_name}: {r.digest}{target_note(r)} "
+                f"({r.fetched} fetched, {r.reused} reused, "
+                f"{r.bytes_transferred} bytes, link {'/'.join(r.link_modes)}, {r.seconds:.2f}s)"
+            )
+    for ref, e in failures:
+        click.echo(f"hybridstore: error: {ref}: {one_line(e)}", err=True)
+    if failures:
+        raise click.exceptions.Exit(failures[0][1].exit_code)

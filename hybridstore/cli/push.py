@@ -6,29 +6,25 @@ from typing import Any
 
 import click
 
-from hybridstore.cli.common import GlobalOptions, pass_options
-from hybridstore.cli.copy import (
-    common_kwargs,
-    print_results,
-    run_with_progress,
+from hybridstore.cli.options import (
+    GlobalOptions,
+    credential_from,
+    layout_option,
+    pass_options,
+    registry_options,
+    remember_ref,
+    transfer_kwargs,
     transfer_options,
     upload_options,
 )
-from hybridstore.cli.remote_options import registry_options
 
 __all__ = ["push"]
 
 
 @click.command()
-@click.argument("name", required=False)
+@click.argument("name", required=False, callback=remember_ref)
 @click.argument("target", required=False)
-@click.option(
-    "--layout",
-    "layout_dir",
-    required=True,
-    type=click.Path(file_okay=False, exists=True),
-    help="The OCI layout to push from.",
-)
+@layout_option("The OCI layout to push from.")
 @click.option("--all", "push_all", is_flag=True, help="Push every ref to its recorded name.")
 @click.option(
     "--registry",
@@ -49,6 +45,8 @@ def push(
     --all pushes every ref to its recorded name, with referrers (the
     air-gap restore case).
     """
+    from hybridstore.cli.format import print_transfer_results
+    from hybridstore.cli.progress import run_with_progress
     from hybridstore.push import push_all, push_many
 
     push_every, registry = kw.pop("push_all"), kw.pop("registry")
@@ -58,7 +56,8 @@ def push(
         raise click.UsageError("give NAME (and optionally TARGET), or --all")
     if registry and not push_every:
         raise click.UsageError("--registry goes with --all; otherwise give a TARGET")
-    args = common_kwargs(opts, kw)
+    args = transfer_kwargs(opts, kw)
+    args["credential"] = credential_from(kw)
 
     def call(progress: Any) -> Any:
         if push_every:
@@ -67,5 +66,5 @@ def push(
         assert name is not None
         return push_many(layout_dir, [(name, target)], progress=progress, **args)
 
-    results = run_with_progress(opts, as_json, call)
-    print_results(opts, as_json, results)
+    results = run_with_progress(opts.quiet, as_json, call)
+    print_transfer_results(opts.quiet, as_json, results)

@@ -6,19 +6,13 @@ from typing import Any
 
 import click
 
-from hybridstore.cli.common import GlobalOptions, emit_json, pass_options
+from hybridstore.cli.format import emit_json
+from hybridstore.cli.options import GlobalOptions, json_option, layout_option, pass_options
 from hybridstore.oci.model import Descriptor
 
 __all__ = ["refs", "tag", "untag"]
 
-_layout_option = click.option(
-    "--layout",
-    "layout_dir",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="The OCI layout directory.",
-)
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+_layout_option = layout_option("The OCI layout directory.")
 
 
 def _row(name: str, desc: Descriptor) -> dict[str, Any]:
@@ -37,25 +31,40 @@ def _row(name: str, desc: Descriptor) -> dict[str, Any]:
 
 @click.command()
 @_layout_option
-@_json_option
+@json_option
 def refs(layout_dir: str, as_json: bool) -> None:
-    """List the refs (names) in a layout's index.json."""
+    """List the refs (names) in a layout's index.json.
+
+    Referrers fallback indexes (NAME:sha256-<hex>, written for registries
+    without the referrers API) are shown under the ref of their subject.
+    """
+    from hybridstore.oci.referrers import fallback_subject
     from hybridstore.store.layout import OCILayout
 
-    rows = [_row(n, d) for n, d in sorted(OCILayout.open(layout_dir).refs().items())]
+    rows: list[dict[str, Any]] = []
+    attached: dict[str, list[dict[str, Any]]] = {}
+    for name, desc in sorted(OCILayout.open(layout_dir).refs().items()):
+        subject = fallback_subject(name)
+        (attached.setdefault(subject, []) if subject else rows).append(_row(name, desc))
+    for row in rows:
+        if row["digest"] in attached:
+            row["referrers"] = attached.pop(row["digest"])
+    rows += [r for orphans in attached.values() for r in orphans]  # subject not named here
     if as_json:
         emit_json(rows)
         return
     width = max((len(r["name"]) for r in rows), default=0)
     for r in rows:
         click.echo(f"{r['name']:<{width}}  {r['digest']}  {r['mediaType']}")
+        for ref in r.get("referrers", ()):
+            click.echo(f"  referrers: {ref['name']}  {ref['digest']}")
 
 
 @click.command()
 @_layout_option
 @click.argument("src")
 @click.argument("new")
-@_json_option
+@json_option
 @pass_options
 def tag(opts: GlobalOptions, /, layout_dir: str, src: str, new: str, as_json: bool) -> None:
     """Give the content SRC names (a ref, an unambiguous tag or a digest) the name NEW.
@@ -76,7 +85,7 @@ def tag(opts: GlobalOptions, /, layout_dir: str, src: str, new: str, as_json: bo
 @click.command()
 @_layout_option
 @click.argument("name")
-@_json_option
+@json_option
 @pass_options
 def untag(opts: GlobalOptions, /, layout_dir: str, name: str, as_json: bool) -> None:
     """Remove NAME from a layout's index.json (blobs stay until `layout gc`)."""

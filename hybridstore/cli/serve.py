@@ -9,7 +9,7 @@ from types import FrameType
 
 import click
 
-from hybridstore.cli.common import GlobalOptions, pass_options
+from hybridstore.cli.options import GlobalOptions, pass_options
 
 __all__ = ["serve"]
 

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 
-from hybridstore.cli.common import GlobalOptions, concurrency_option, emit_json, pass_options
-from hybridstore.cli.layout import link_mode_option
-from hybridstore.cli.pull import RichProgress, max_manifest_size_option
-from hybridstore.cli.remote_options import credential_from, registry_options, transport_from
+from hybridstore.cli.format import emit_json
+from hybridstore.cli.options import (
+    GlobalOptions,
+    concurrency_option,
+    credential_from,
+    link_mode_option,
+    max_manifest_size_option,
+    pass_options,
+    registry_options,
+    transport_from,
+)
 
 __all__ = ["sync"]
 
@@ -56,6 +62,7 @@ def sync(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
     'helm:' are written to charts/<name>-<version>.tgz as `helm dependency build`
     writes them.
     """
+    from hybridstore.cli.progress import run_with_progress
     from hybridstore.sync import sync as run_sync
 
     if refs and not kw["update"]:
@@ -63,8 +70,6 @@ def sync(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
     transport = transport_from(kw)
     credential = credential_from(kw)
     as_json = kw["as_json"]
-    show_bars = sys.stderr.isatty() and not opts.quiet and not as_json
-    progress = RichProgress() if show_bars else None
     args: dict[str, Any] = dict(
         update=refs if kw["update"] else None,
         locked=kw["locked"],
@@ -76,13 +81,12 @@ def sync(opts: GlobalOptions, /, refs: tuple[str, ...], **kw: Any) -> None:
         concurrency=kw["concurrency"],
         link_mode=kw["link_mode"],
         manifest_limit=kw["max_manifest_size"],
-        progress=progress,
     )
-    if progress is not None:
-        with progress.bars:
-            result = run_sync(kw["project_file"], **args)
-    else:
-        result = run_sync(kw["project_file"], **args)
+    result = run_with_progress(
+        opts.quiet,
+        as_json,
+        lambda progress: run_sync(kw["project_file"], progress=progress, **args),
+    )
     if as_json:
         emit_json(result.to_json())
         return

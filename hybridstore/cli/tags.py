@@ -6,11 +6,12 @@ from typing import Any
 
 import click
 
-from hybridstore.cli.common import emit_json
-from hybridstore.cli.remote_options import (
+from hybridstore.cli.format import emit_json
+from hybridstore.cli.options import (
     credential_from,
     mirror_options,
     registry_options,
+    remember_ref,
     transport_from,
 )
 
@@ -18,20 +19,15 @@ __all__ = ["tags"]
 
 
 @click.command()
-@click.argument("ref")
+@click.argument("ref", callback=remember_ref)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @registry_options
 @mirror_options
 def tags(ref: str, as_json: bool, **kw: Any) -> None:
     """List the tags of REF's repository (following pagination)."""
-    from hybridstore.oci.reference import Reference
-    from hybridstore.remote.clients import RegistryClients
+    from hybridstore.remote.clients import list_tags
 
-    clients = RegistryClients(transport_from(kw), credential_from(kw))
-    try:
-        names = clients.repository(Reference.parse(ref)).tags()
-    finally:
-        clients.close()
+    names = list_tags(ref, transport_from(kw), credential_from(kw))
     if as_json:
         emit_json(names)
     else:

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from hybridstore.cli.common import emit_json
+from hybridstore.cli.format import emit_json
 from hybridstore.errors import InvalidDocumentError, InvalidInputError, NotFoundError
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.schema import check_document

@@ -23,6 +23,7 @@ from hybridstore.oci.model import Descriptor, Index, Manifest, parse_document
 __all__ = [
     "fallback_tag",
     "filter_referrers",
+    "fallback_subject",
     "is_fallback_tag",
     "merge_fallback_index",
     "referrer_descriptor",
@@ -40,6 +41,17 @@ def fallback_tag(subject: Digest) -> str:
 def is_fallback_tag(tag: str) -> bool:
     """Whether ``tag`` looks like a referrers fallback tag (not a user's tag)."""
     return _FALLBACK_TAG.fullmatch(tag) is not None
+
+
+def fallback_subject(name: str) -> str | None:
+    """The subject digest (``sha256:<hex>``) a layout ref name ``[repo:]sha256-<hex>`` stands
+    for, when it is a referrers fallback name rather than a user's ref; else None."""
+    tail = name.rpartition("/")[2]
+    tag = tail.rpartition(":")[2] if ":" in tail else tail
+    if not is_fallback_tag(tag):
+        return None
+    algorithm, _, encoded = tag.partition("-")
+    return f"{algorithm}:{encoded}"
 
 
 def referrer_descriptor(desc: Descriptor, doc: Manifest | Index) -> Descriptor:

@@ -9,19 +9,20 @@ push ignores them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 
 from hybridstore.errors import HybridstoreError, NetworkError, RegistryError
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.reference import Reference
-from hybridstore.remote.credentials import Credential, resolve_credential
+from hybridstore.remote.credentials import Credential, bind_credential, resolve_credential
 from hybridstore.remote.mirrored_repository import MirroredRepository
 from hybridstore.remote.mirrors import Endpoint, plan_pull, push_endpoint
 from hybridstore.remote.registries_conf import load_registries_conf
 from hybridstore.remote.repository import Repository
 from hybridstore.remote.transport import RegistryTransport, TransportOptions, new_client
 
-__all__ = ["RegistryClients"]
+__all__ = ["RegistryClients", "list_tags"]
 
 log = logging.getLogger("hybridstore.remote")
 
@@ -33,17 +34,20 @@ class RegistryClients:
     """One pooled HTTP client and one transport (with its token cache) per registry.
 
     Repositories on the same registry share a transport, which is what makes a
-    cross-repository mount possible (and lets tokens be reused). ``credential``
-    belongs to the logical registries the command names, never to a mirror on
-    another host: mirrors get their own host's stored credentials.
+    cross-repository mount possible (and lets tokens be reused). ``credentials`` maps a
+    logical registry to the credential given for it; it goes to that registry only, never
+    to another registry of the command nor to a mirror on another host: those get their
+    own host's stored credentials.
     """
 
-    def __init__(self, options: TransportOptions, credential: Credential | None = None) -> None:
+    def __init__(
+        self, options: TransportOptions, credentials: Mapping[str, Credential] | None = None
+    ) -> None:
         self.options = options
         # Read first: a malformed registries.conf fails the command before any I/O.
         self.registries = load_registries_conf(options.registries_conf)
         self.client = new_client(options)
-        self.credential = credential
+        self.credentials = dict(credentials or {})
         self._transports: dict[tuple[str, bool, bool], RegistryTransport] = {}
         self._plain_http: dict[str, bool] = {}
 
@@ -94,7 +98,9 @@ class RegistryClients:
                 options = replace(options, insecure=True)
             if ep.is_mirror:
                 options = replace(options, max_retries=min(options.max_retries, _MIRROR_RETRIES))
-            cred = self.credential if ep.ref.registry == logical_registry else None
+            cred = self.credentials.get(logical_registry)
+            if ep.ref.registry != logical_registry:
+                cred = None  # a mirror on another host: its own stored credentials
             transport = RegistryTransport(
                 host,
                 options,
@@ -137,3 +143,12 @@ class RegistryClients:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def list_tags(
+    reference: str, options: TransportOptions, credential: Credential | None = None
+) -> list[str]:
+    """Every tag of ``reference``'s repository (pagination followed), in the registry's order."""
+    ref = Reference.parse(reference)
+    with RegistryClients(options, bind_credential(credential, [ref.registry])) as clients:
+        return clients.repository(ref).tags()

@@ -3,7 +3,8 @@
 Lookup order (the first file with something for the registry decides):
 
 1. containers ``auth.json``: ``$REGISTRY_AUTH_FILE``, else
-   ``$XDG_RUNTIME_DIR/containers/auth.json``;
+   ``$XDG_RUNTIME_DIR/containers/auth.json`` then ``$XDG_CONFIG_HOME/containers/auth.json``
+   (``~/.config/containers/auth.json``), where podman and skopeo read them;
 2. docker ``config.json``: ``$DOCKER_CONFIG/config.json``, else
    ``~/.docker/config.json``.
 
@@ -14,6 +15,10 @@ entries are ignored. A helper that is missing, hangs or fails is an
 ``AuthError`` naming the registry and the helper -- never a fallback to another
 source or registry (CVE-2021-41092). Only the helper's "credentials not found"
 answer means "no credentials".
+
+A credential given on the command line belongs to one registry (``bind_credential``):
+it is never offered to another host of the same command, which looks up its own stored
+credentials instead.
 
 Secrets never appear in a repr, a log line or an error message.
 """
@@ -30,7 +35,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -44,6 +49,9 @@ __all__ = [
     "DOCKER_HUB_KEY",
     "HELPER_TIMEOUT",
     "auth_files",
+    "bind_credential",
+    "merge_credentials",
+    "parse_creds",
     "erase_credential",
     "normalize_registry",
     "resolve_credential",
@@ -151,8 +159,11 @@ def auth_files() -> list[AuthFile]:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if explicit:
         files.append(AuthFile(Path(explicit), "containers"))
-    elif runtime:
-        files.append(AuthFile(Path(runtime, "containers", "auth.json"), "containers"))
+    else:
+        if runtime:
+            files.append(AuthFile(Path(runtime, "containers", "auth.json"), "containers"))
+        config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+        files.append(AuthFile(Path(config, "containers", "auth.json"), "containers"))
     docker_dir = os.environ.get("DOCKER_CONFIG")
     base = Path(docker_dir) if docker_dir else Path.home() / ".docker"
     files.append(AuthFile(base / "config.json", "docker"))
@@ -494,3 +505,52 @@ def erase_credential(registry: str, *, helper_timeout: float = HELPER_TIMEOUT) -
                 _write_json_atomic(af.path, {**data, "auths": auths})
                 removed = True
     return removed
+
+
+# -- command-line credentials ------------------------------------------------------------
+
+
+def parse_creds(text: str, option: str = "--creds") -> Credential:
+    """``USER:PASSWORD`` as skopeo's ``--creds`` takes it (the password may hold colons)."""
+    username, sep, password = text.partition(":")
+    if not sep or not username or not password:
+        raise InvalidInputError(
+            f"{option} takes USER:PASSWORD; to keep the password out of the process list, "
+            "use -u USER --password-stdin"
+        )
+    return Credential(username=username, password=password)
+
+
+def bind_credential(
+    credential: Credential | None, registries: Iterable[str], option: str = "-u/--creds"
+) -> dict[str, Credential]:
+    """``{registry: credential}`` for the one registry a command-line credential is for.
+
+    A command naming refs on several registries cannot say which one the credential
+    belongs to; sending it to all of them would hand one registry's password to the
+    others, so that is refused.
+    """
+    if credential is None:
+        return {}
+    names = sorted(set(registries))
+    if len(names) > 1:
+        raise InvalidInputError(
+            f"{option} belongs to one registry, but the refs name {', '.join(names)}: "
+            "run one command per registry, or store each credential with `hybridstore login`"
+        )
+    return {names[0]: credential} if names else {}
+
+
+def merge_credentials(*scoped: Mapping[str, Credential]) -> dict[str, Credential]:
+    """One ``{registry: credential}`` from per-side ones; two different credentials for one
+    registry (``--src-creds`` and ``--dest-creds`` on the same host) are refused."""
+    out: dict[str, Credential] = {}
+    for mapping in scoped:
+        for registry, cred in mapping.items():
+            if out.get(registry, cred) != cred:
+                raise InvalidInputError(
+                    f"source and destination are both on {registry} but were given different "
+                    "credentials; give one (--src-creds or --dest-creds)"
+                )
+            out[registry] = cred
+    return out

@@ -212,8 +212,8 @@ class OCILayout:
     def _check_layout(self) -> None:
         if refuse_symlink(self.layout_path, LAYOUT_FILE) is None:
             raise NotFoundError(
-                f"{self.root} is not an OCI layout (no {LAYOUT_FILE} file); "
-                "create one by pulling into it or with OCILayout.create"
+                f"{self.root} is not an OCI layout (no {LAYOUT_FILE} file): check the path, "
+                "or pull, copy or import into it first"
             )
         check_layout_version(read_layout_file(self.layout_path, LAYOUT_FILE), self.layout_path)
         refuse_symlink(self.index_path, INDEX_FILE)

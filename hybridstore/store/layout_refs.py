@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from hybridstore.errors import ConflictError, InvalidInputError
 from hybridstore.oci.model import ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Descriptor
+from hybridstore.oci.reference import Reference
 
 __all__ = [
     "IndexEntry",
@@ -107,16 +108,29 @@ def named_descriptor(desc: Descriptor, name: str) -> Descriptor:
 
 
 def find_entries(entries: list[IndexEntry], name: str) -> list[int]:
-    """Indices of the entries ``name`` refers to: exact names, else an unambiguous tag."""
-    exact = [i for i, e in enumerate(entries) if name in e.names]
-    if exact or not _TAG.fullmatch(name):
-        return exact
-    by_tag = [i for i, e in enumerate(entries) if any(_tag_of(n) == name for n in e.names)]
-    full_names = {entries[i].name for i in by_tag}
-    if len(full_names) > 1:
-        shown = ", ".join(sorted(n for n in full_names if n))
-        raise ConflictError(f"tag {name!r} is ambiguous in this layout ({shown}); use a full name")
-    return by_tag
+    """Indices of the entries ``name`` refers to, in every spelling ``pull`` takes: the exact
+    name, the name without ``oci://`` or ``docker://``, an unambiguous short tag, and the
+    reference as ``pull`` records it (``app:1`` is ``docker.io/library/app:1``)."""
+    bare = name.removeprefix("oci://").removeprefix("docker://")
+    for spelling in dict.fromkeys((name, bare)):
+        exact = [i for i, e in enumerate(entries) if spelling in e.names]
+        if exact:
+            return exact
+    if _TAG.fullmatch(bare):
+        by_tag = [i for i, e in enumerate(entries) if any(_tag_of(n) == bare for n in e.names)]
+        full_names = {entries[i].name for i in by_tag}
+        if len(full_names) > 1:
+            shown = ", ".join(sorted(n for n in full_names if n))
+            raise ConflictError(
+                f"tag {bare!r} is ambiguous in this layout ({shown}); use a full name"
+            )
+        if by_tag:
+            return by_tag
+    try:
+        recorded = str(Reference.parse(bare))
+    except InvalidInputError:
+        return []
+    return [i for i, e in enumerate(entries) if recorded in e.names]
 
 
 def one_descriptor(entries: list[IndexEntry], idx: list[int], name: str) -> Descriptor:

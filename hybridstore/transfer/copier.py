@@ -11,12 +11,15 @@ through a layout (``archive/`` sits beside this layer, not below it).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from hybridstore.errors import InvalidInputError
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.reference import Reference
 from hybridstore.remote.clients import RegistryClients
+from hybridstore.remote.credentials import bind_credential, merge_credentials
 from hybridstore.remote.transport import TransportOptions
 from hybridstore.store.cache import BlobCache
 from hybridstore.store.layout import OCILayout
@@ -33,7 +36,18 @@ from hybridstore.transfer.settings import CopySettings, copy_options
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["Copier"]
+__all__ = ["Copier", "bound_settings"]
+
+
+def bound_settings(
+    settings: CopySettings, registries: Iterable[str], option: str = "-u/--creds"
+) -> CopySettings:
+    """``settings`` with ``credential`` moved into ``credentials`` for the one registry in
+    ``registries`` (more than one: ``InvalidInputError``, before anything is sent)."""
+    out = settings.copy()
+    scoped = bind_credential(out.pop("credential", None), registries, option)
+    out["credentials"] = merge_credentials(out.get("credentials") or {}, scoped)
+    return out
 
 
 class Copier:
@@ -44,13 +58,21 @@ class Copier:
         cache = settings.get("cache")
         self.cache = cache if isinstance(cache, BlobCache) else BlobCache(cache)
         transport = settings.get("transport") or TransportOptions()
+        if settings.get("credential") is not None:
+            raise TypeError("bind the credential to its registry first (bound_settings)")
         streams = max_streams(self.options.concurrency)  # the pool holds every stream
-        self.clients = RegistryClients(transport.with_streams(streams), settings.get("credential"))
+        self.clients = RegistryClients(transport.with_streams(streams), settings.get("credentials"))
         link_mode = settings.get("link_mode")
         self.link_mode = LinkMode(link_mode) if isinstance(link_mode, str) else link_mode
         self.upload = settings.get("upload")
         self.manifest_limit = settings.get("manifest_limit", MAX_DOCUMENT_BYTES)
         self.progress = settings.get("progress")
+        self.oci_format = settings.get("oci_format", False)
+        if self.oci_format and self.options.include_referrers:
+            raise InvalidInputError(
+                "--format oci changes digests, so referrers would lose their subject: "
+                "leave out --include-referrers"
+            )
         self.pools = BlobPools(self.options.concurrency)
 
     def __enter__(self) -> Copier:
@@ -104,11 +126,22 @@ class Copier:
         self, layout: OCILayout, name: str, *, partial: bool = True
     ) -> LayoutDestination:
         """Into ``layout`` through the cache it links from; the root is tagged ``name``."""
-        return LayoutDestination(layout, name, partial=partial, verify=self.options.verify)
+        return LayoutDestination(
+            layout,
+            name,
+            partial=partial,
+            verify=self.options.verify,
+            oci_format=self.oci_format,
+        )
 
     def destination(self, loc: Location, src: Opened) -> Destination:
         if loc.kind == "registry":
             assert loc.reference is not None
+            if self.oci_format:
+                raise InvalidInputError(
+                    "--format oci converts into layouts (oci:, oci-archive:); a registry "
+                    "destination keeps every digest"
+                )
             repo = self.clients.repository(loc.reference, self.manifest_limit, push=True)
             return RegistryDestination(repo, loc.reference, self.cache, self.upload)
         assert loc.path is not None and loc.kind == "layout"

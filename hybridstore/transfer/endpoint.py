@@ -119,6 +119,13 @@ class Destination(Protocol):
         ...
 
     @property
+    def platform_manifest_as_root(self) -> bool:
+        """With ``keeps_partial_index``: one chosen platform makes its manifest the root
+        (as skopeo and crane record it) instead of an index holding just that child.
+        False where the caller names the root itself from a pinned digest (``sync``)."""
+        ...
+
+    @property
     def name(self) -> str:
         """The ref the root gets (a full reference, a layout ref name, or a digest)."""
         ...

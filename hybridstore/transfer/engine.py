@@ -9,8 +9,10 @@ pair (registry -> layout is a pull, layout -> registry a push, registry ->
 registry or layout -> layout a copy), documents are moved as their exact
 bytes, so every digest is preserved on every hop.
 
-Platforms: a layout keeps an index with only the chosen children (pull
-semantics: default the host platform, ``--all-platforms`` for all). A registry
+Platforms: into a layout, one chosen platform (the host's by default, or one
+``--platform``) makes that platform's manifest the ref, as skopeo and crane record
+it, so skopeo and umoci read the layout on any host; several ``--platform`` keep an
+index with only those children, ``--all-platforms`` the whole index. A registry
 must hold every child of an index it stores, so a copy into a registry takes
 the whole index by default, and ``--platform`` picks one child manifest that
 then becomes the target itself (as ``oras copy --platform`` does).
@@ -70,7 +72,6 @@ class CopyOptions:
     verify: bool = False
     """Re-hash every blob reused from a layout or the cache (``LayoutDestination``)."""
 
-
 @dataclass
 class CopyResult:
     reference: str
@@ -83,6 +84,12 @@ class CopyResult:
     seconds: float = 0.0
     resolved_from: str = ""
     """Where an offline pull found the tag (a layout, and when it was last used)."""
+    platform: str | None = None
+    """When the ref named an index and one platform was taken: that platform."""
+    index: str | None = None
+    """When the ref named an index and its platform manifest became the target: the index."""
+    converted_from: str | None = None
+    """With ``--format oci``: the digest the root had before its media types were converted."""
 
     def _count(self, action: str) -> int:
         return sum(1 for b in self.blobs if b.action == action)
@@ -132,9 +139,11 @@ class CopyResult:
             "referrers": list(self.referrers),
             "seconds": round(self.seconds, 3),
             "resolved_from": self.resolved_from,
+            "platform": self.platform,
+            "index": self.index,
+            "converted_from": self.converted_from,
             "blobs": [b.__dict__ for b in self.blobs],
         }
-
 
 
 @dataclass
@@ -159,9 +168,12 @@ def copy_graph(
     """Copy what ``ref`` names at ``src`` to ``dst`` (see the module docstring)."""
     started = time.monotonic()
     progress = progress or Progress()
-    root = src.resolve(ref)
-    if not dst.keeps_partial_index and mt.is_index(root.media_type):
-        root = _registry_root(src, root, options)
+    root = index = src.resolve(ref)
+    if mt.is_index(root.media_type):
+        if not dst.keeps_partial_index:
+            root = _registry_root(src, root, options)
+        elif dst.platform_manifest_as_root and not options.all_platforms:
+            root = _single_platform(src, root, options) or root
     plan = _plan(src, root, options, dst.keeps_partial_index)
     result = CopyResult(
         reference or f"{src.description}:{ref}",
@@ -169,6 +181,8 @@ def copy_graph(
         str(root.digest),
         root.media_type,
         root.size,
+        platform=str(root.platform) if root is not index and root.platform else None,
+        index=str(index.digest) if root is not index else None,
     )
     own_pools = pools is None
     pools = pools or BlobPools(options.concurrency)
@@ -186,7 +200,15 @@ def copy_graph(
         result.blobs.append(dst.put_document(desc, raw, doc, src))
         if doc.subject is not None:
             result.referrers.append(str(desc.digest))
-    result.blobs.append(dst.put_root(*head, src))
+    stored = dst.put_root(*head, src)
+    result.blobs.append(stored)
+    if stored.digest != result.digest:  # the destination converted it (--format oci)
+        result.converted_from = result.digest
+        result.digest, result.media_type, result.size = (
+            stored.digest,
+            stored.media_type,
+            stored.size,
+        )
     result.seconds = time.monotonic() - started
     return result
 
@@ -249,6 +271,20 @@ def _registry_root(src: Source, root: Descriptor, options: CopyOptions) -> Descr
             "platform (its manifest becomes the target) or the whole index (--all-platforms)"
         )
     return chosen[0]
+
+
+def _single_platform(src: Source, root: Descriptor, options: CopyOptions) -> Descriptor | None:
+    """For a layout: the one platform manifest the selection leaves (the host's by default,
+    or one --platform), which becomes the ref itself, as skopeo and crane record it. An
+    index holding only that child would name platforms that are absent, and skopeo on
+    another host ("no descriptor found") and umoci refuse such a layout; a manifest reads
+    everywhere. None when the selection keeps several (the sparse index stays)."""
+    doc = parse_document(src.document(root), root.media_type)
+    assert isinstance(doc, Index)
+    chosen = select_platforms(doc, options.platforms, all_platforms=False)
+    if len(chosen) == 1 and chosen[0].platform is not None:
+        return chosen[0]
+    return None
 
 
 def _plan(src: Source, root: Descriptor, options: CopyOptions, partial: bool) -> _Plan:

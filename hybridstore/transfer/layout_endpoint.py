@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from hybridstore.errors import InvalidReferenceError, NotFoundError
 from hybridstore.oci import mediatypes as mt
+from hybridstore.oci.convert import to_oci
 from hybridstore.oci.digest import Digest
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.model import Descriptor, Index, Manifest
@@ -163,6 +164,7 @@ class LayoutDestination:
         partial: bool = True,
         verify: bool = False,
         tag_root: bool = True,
+        oci_format: bool = False,
     ) -> None:
         self.layout = layout
         self.cache = layout.cache  # the one the layout links from, so ingest and link agree
@@ -171,6 +173,10 @@ class LayoutDestination:
         self.keeps_partial_index = partial
         """False for a layout that will be exported: like a registry, it gets whole indexes."""
         self.tag_root = tag_root
+        self.platform_manifest_as_root = tag_root  # sync tags the digest its lock pins
+        self.oci_format = oci_format
+        """Store Docker schema2 documents in OCI media types (``oci.convert``)."""
+        self._converted: dict[str, Descriptor] = {}
 
     @property
     def name(self) -> str:
@@ -237,6 +243,10 @@ class LayoutDestination:
     def put_document(
         self, desc: Descriptor, raw: bytes, doc: Manifest | Index, src: Source
     ) -> BlobOutcome:
+        fetched, moved = src.was_fetched(desc), desc.size
+        if self.oci_format:  # children come first, so theirs are already converted
+            new, raw = to_oci(desc, raw, self._converted)
+            self._converted[str(desc.digest)] = desc = new
         if self.layout.holds(desc, rehash=self.verify):
             mode = "present"
         else:
@@ -245,13 +255,12 @@ class LayoutDestination:
             mode = _mode_name(self.layout.add_blob_from_cache(desc.digest, desc.size))
         if doc.subject is not None:
             self._record_referrer(doc.subject.digest, referrer_descriptor(desc, doc))
-        fetched = src.was_fetched(desc)
         return BlobOutcome(
             str(desc.digest),
             desc.size,
             desc.media_type,
             fetched,
-            desc.size if fetched and src.is_remote else 0,
+            moved if fetched and src.is_remote else 0,
             mode,
             "fetched" if fetched else ("present" if mode == "present" else "linked"),
         )
@@ -263,7 +272,7 @@ class LayoutDestination:
         self.cache.sync()  # the graph's cache entries are durable before index.json names it
         self.layout.record_use()  # also when every blob was present: "last used" moves
         if self.tag_root:
-            self.layout.tag(desc, self.ref_name)
+            self.layout.tag(self._converted.get(str(desc.digest), desc), self.ref_name)
         return outcome
 
     def _record_referrer(self, subject: Digest, referrer: Descriptor) -> None:

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from hybridstore.errors import InvalidInputError, NotFoundError
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES
 from hybridstore.oci.reference import Reference
+from hybridstore.oci.referrers import fallback_subject
 from hybridstore.remote.clients import RegistryClients
-from hybridstore.remote.credentials import Credential
+from hybridstore.remote.credentials import Credential, bind_credential
 from hybridstore.remote.transport import TransportOptions
 from hybridstore.store.cache import BlobCache
 from hybridstore.store.layout import OCILayout
@@ -37,8 +38,9 @@ class Opened:
 
 
 def sole_ref(layout: OCILayout) -> str:
-    """The layout's only ref, for commands given a layout but no NAME."""
-    names = sorted(layout.refs())
+    """The layout's only ref, for commands given a layout but no NAME. Referrers fallback
+    names (``...:sha256-<hex>``) are bookkeeping, not refs a user chose, so they don't count."""
+    names = sorted(n for n in layout.refs() if fallback_subject(n) is None)
     if len(names) != 1:
         shown = ", ".join(names[:10]) or "none"
         raise InvalidInputError(
@@ -66,6 +68,7 @@ def open_source(
     if not ref:
         raise NotFoundError("no reference given; pass REF or --layout DIR NAME")
     parsed = Reference.parse(ref)
-    with RegistryClients(transport or TransportOptions(), credential) as clients:
+    credentials = bind_credential(credential, [parsed.registry])
+    with RegistryClients(transport or TransportOptions(), credentials) as clients:
         repo = clients.repository(parsed, manifest_limit)
         yield Opened(RegistrySource(repo, cache), parsed.reference, str(parsed))

@@ -137,6 +137,7 @@ class RegistryDestination:
     """Writes into one repository (push scope); the root gets ``target``'s tag or digest."""
 
     keeps_partial_index = False
+    platform_manifest_as_root = False  # a registry takes --platform's manifest as the target
 
     def __init__(
         self,

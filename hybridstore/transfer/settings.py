@@ -9,7 +9,7 @@ part of the registry client: its types are only named for checkers here.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, TypedDict
 
 from hybridstore.oci.model import Platform
@@ -46,6 +46,14 @@ class CopySettings(TypedDict, total=False):
     """How blobs enter a layout: ``auto`` (default), ``reflink``, ``hardlink``, ``copy``."""
     transport: TransportOptions | None
     credential: Credential | None
+    """A credential for the one registry the command names (``copier.bound_settings`` ties
+    it to that registry; naming refs on two registries with it is refused): it is never
+    sent to another host, which uses its own stored credentials."""
+    credentials: Mapping[str, Credential] | None
+    """Credentials per registry (``host[:port]``), e.g. copy's source and destination."""
+    oci_format: bool
+    """Into a layout: store Docker schema2 manifests and indexes in OCI media types (their
+    digests change; blobs stay), so skopeo's and umoci's ``oci:`` readers take them."""
     upload: UploadOptions | None
     manifest_limit: int
     progress: Progress | None
