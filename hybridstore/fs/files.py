@@ -15,13 +15,14 @@ import re
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 
 from hybridstore.errors import StorageError
 
 __all__ = [
+    "scan_dir",
     "LOCAL_FILESYSTEMS",
     "DeferredDirSyncs",
     "atomic_write_bytes",
@@ -117,6 +118,26 @@ class DeferredDirSyncs:
                 except OSError as e:
                     raise storage_error(e, "sync", directory, hint) from e
                 self._dirs.discard(directory)
+
+
+def scan_dir(
+    directory: str | os.PathLike[str], hint: str = ""
+) -> Iterator[tuple[os.DirEntry[str], os.stat_result]]:
+    """The entries of ``directory`` with their ``lstat``, streamed one at a time (flat
+    memory at any size); nothing when it does not exist, entries that vanish skipped."""
+    try:
+        it = os.scandir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as e:
+        raise storage_error(e, "list", directory, hint) from e
+    with it:
+        for entry in it:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            yield entry, st
 
 
 def atomic_write_bytes(

@@ -76,6 +76,7 @@ from hybridstore.fs.files import (
     LOCAL_FILESYSTEMS,
     DeferredDirSyncs,
     filesystem_type,
+    scan_dir,
     storage_error,
     unlink_quietly,
 )
@@ -383,22 +384,13 @@ class BlobCache:
         streamed (one directory entry at a time), so memory stays flat at any size."""
         self._check_layout_once()
         for alg in SUPPORTED_ALGORITHMS:
-            directory = self.blobs_dir / alg
-            try:
-                it = os.scandir(directory)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            except OSError as e:
-                raise storage_error(e, "list", directory, CACHE_HINT) from e
-            with it:
-                for entry in it:
-                    try:
-                        digest = Digest.parse(f"{alg}:{entry.name}")
-                        st = entry.stat(follow_symlinks=False)
-                    except (InvalidDigestError, FileNotFoundError):
-                        continue
-                    if stat.S_ISREG(st.st_mode):
-                        yield digest, st
+            for entry, st in scan_dir(self.blobs_dir / alg, CACHE_HINT):
+                try:
+                    digest = Digest.parse(f"{alg}:{entry.name}")
+                except InvalidDigestError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    yield digest, st
 
     def hash_file(self, path: Path, algorithm: str) -> Digest:
         """Digest of a file's content (for verification; never used to name a file)."""

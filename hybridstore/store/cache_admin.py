@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from hybridstore.errors import InvalidDigestError, InvalidInputError
-from hybridstore.fs.files import fsync_dir, storage_error
+from hybridstore.fs.files import fsync_dir, scan_dir, storage_error
 from hybridstore.fs.locking import cannot_lock_here, held_elsewhere
 from hybridstore.fs.seal import is_sealed, seal
 from hybridstore.oci.digest import SUPPORTED_ALGORITHMS, Digest
@@ -190,28 +190,11 @@ def _digest_from_ingest_name(name: str) -> Digest | None:
         return None
 
 
-def _files(directory: Path) -> Iterator[tuple[os.DirEntry[str], os.stat_result]]:
-    """The entries of ``directory`` with their ``lstat``, streamed (flat memory)."""
-    try:
-        it = os.scandir(directory)
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    except OSError as e:
-        raise storage_error(e, "list", directory, CACHE_HINT) from e
-    with it:
-        for entry in it:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            yield entry, st
-
-
 def scan_ingest(cache: BlobCache, now: float | None = None) -> list[IngestEntry]:
     """Every regular file under ``ingest/``, classified."""
     now = time.time() if now is None else now
     out = []
-    for entry, st in _files(cache.ingest_dir):
+    for entry, st in scan_dir(cache.ingest_dir, CACHE_HINT):
         if not stat.S_ISREG(st.st_mode):
             continue
         digest = _digest_from_ingest_name(entry.name)
@@ -236,7 +219,7 @@ def cache_info(cache: BlobCache) -> CacheInfo:
             shared += 1
             shared_bytes += st.st_size
     partials = scan_ingest(cache)
-    quarantined = sum(1 for _ in _files(cache.quarantine_dir))
+    quarantined = sum(1 for _ in scan_dir(cache.quarantine_dir, CACHE_HINT))
     return CacheInfo(
         root=cache.root,
         exists=cache.root.is_dir(),
@@ -253,7 +236,7 @@ def cache_info(cache: BlobCache) -> CacheInfo:
 
 
 def _walk(directory: Path) -> Iterator[os.stat_result]:
-    for entry, st in _files(directory):
+    for entry, st in scan_dir(directory, CACHE_HINT):
         if stat.S_ISDIR(st.st_mode):
             yield from _walk(Path(entry.path))
         else:
@@ -275,7 +258,7 @@ def disk_usage(cache: BlobCache) -> DiskUsage:
                 cache_only += st.st_size
         areas.append(AreaUsage(name, files, nbytes, disk))
     other: list[os.stat_result] = []
-    for entry, st in _files(cache.root):
+    for entry, st in scan_dir(cache.root, CACHE_HINT):
         if entry.name not in known:
             other.extend(_walk(Path(entry.path)) if stat.S_ISDIR(st.st_mode) else [st])
     areas.append(
@@ -317,11 +300,11 @@ def _named_blobs(
 ) -> Iterator[tuple[Path, Digest, os.stat_result]]:
     """Every file under ``blobs/<alg>/`` named like a blob, streamed; the rest goes to
     ``unknown`` (files this code cannot verify)."""
-    for alg_entry, alg_st in _files(cache.blobs_dir):
+    for alg_entry, alg_st in scan_dir(cache.blobs_dir, CACHE_HINT):
         if not stat.S_ISDIR(alg_st.st_mode) or alg_entry.name not in SUPPORTED_ALGORITHMS:
             unknown.append(Path(alg_entry.path))
             continue
-        for entry, st in _files(Path(alg_entry.path)):
+        for entry, st in scan_dir(alg_entry.path, CACHE_HINT):
             try:
                 digest = Digest.parse(f"{alg_entry.name}:{entry.name}")
             except InvalidDigestError:
@@ -430,7 +413,7 @@ def _sweep(cache: BlobCache, cutoff: float, dry_run: bool) -> list[tuple[Path, i
         (cache.quarantine_dir, ""),
         (records, ".tmp"),
     ):
-        for dentry, st in _files(directory):
+        for dentry, st in scan_dir(directory, CACHE_HINT):
             if not stat.S_ISREG(st.st_mode) or st.st_mtime >= cutoff:
                 continue
             if not dentry.name.endswith(suffix):
