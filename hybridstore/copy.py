@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 from hybridstore.errors import InvalidInputError
 from hybridstore.remote.credentials import Credential, bind_credential, merge_credentials
 from hybridstore.store.cache import BlobCache
-from hybridstore.store.layout import OCILayout, removed_if_failed
+from hybridstore.store.layout import OCILayout
+from hybridstore.store.layout_dirs import removed_if_failed
 from hybridstore.transfer.copier import Copier, bound_settings
 from hybridstore.transfer.engine import CopyResult
 from hybridstore.transfer.locator import Location, parse_location

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 from hybridstore.errors import HybridstoreError
 from hybridstore.oci.reference import Reference
 from hybridstore.store.cache import BlobCache
-from hybridstore.store.layout import OCILayout, removed_if_failed
+from hybridstore.store.layout import OCILayout
+from hybridstore.store.layout_dirs import removed_if_failed
 from hybridstore.store.linking import LinkMode
 from hybridstore.transfer.engine import CopyResult
 from hybridstore.transfer.settings import copy_options

@@ -48,7 +48,8 @@ from hybridstore.oci.graph import complete_graph
 from hybridstore.oci.limits import MAX_DOCUMENT_BYTES, MAX_INDEX_BYTES, MAX_LAYOUT_FILE_BYTES
 from hybridstore.oci.model import Descriptor, Index, parse_document
 from hybridstore.store.cache import BlobCache
-from hybridstore.store.layout import OCILayout, removed_if_failed
+from hybridstore.store.layout import OCILayout
+from hybridstore.store.layout_dirs import removed_if_failed
 from hybridstore.store.layout_files import check_layout_version
 from hybridstore.store.layout_refs import names_of
 from hybridstore.store.linking import LinkMode

@@ -31,7 +31,6 @@ import errno
 import json
 import logging
 import os
-import shutil
 import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -75,6 +74,7 @@ from hybridstore.store.layout_files import (
     check_layout_version,
     read_file,
     read_layout_file,
+    refuse_foreign_dir,
     refuse_symlink,
     write_atomic,
 )
@@ -88,7 +88,7 @@ from hybridstore.store.layout_refs import (
 from hybridstore.store.layout_registry import LayoutRegistry
 from hybridstore.store.linking import Linker, LinkMode
 
-__all__ = ["OCILayout", "removed_if_failed"]
+__all__ = ["OCILayout"]
 
 log = logging.getLogger(__name__)
 
@@ -101,23 +101,6 @@ _T = TypeVar("_T")
 
 
 # --- the layout -----------------------------------------------------------------------------
-
-
-def _refuse_foreign_dir(root: Path) -> None:
-    """A directory with content but no ``oci-layout`` is someone's files, not a layout."""
-    try:
-        with os.scandir(root) as it:
-            first = next(it, None)
-    except (FileNotFoundError, NotADirectoryError):
-        return  # created below (or refused there, if a file is in the way)
-    except OSError as e:
-        raise storage_error(e, "read", root) from e
-    if first is not None:
-        raise ConflictError(
-            f"{root} is not empty and is not an OCI layout (no {LAYOUT_FILE}, but "
-            f"{first.name!r} and maybe more); choose an empty or new directory, or pass "
-            "--init (pull, import) to make this one a layout as well"
-        )
 
 
 class OCILayout:
@@ -195,7 +178,7 @@ class OCILayout:
 
     def _initialize(self, init: bool) -> None:
         if not init and refuse_symlink(self.layout_path, LAYOUT_FILE) is None:
-            _refuse_foreign_dir(self.root)
+            refuse_foreign_dir(self.root)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -603,44 +586,3 @@ class OCILayout:
                 except InvalidDigestError:
                     digest = None
                 yield Path(f.path), digest
-
-
-# --- a command's first write into a new directory ---------------------------------------------
-
-
-@contextlib.contextmanager
-def removed_if_failed(root: str | os.PathLike[str]) -> Iterator[None]:
-    """Run a command that may create the layout ``root``; if it fails, leave nothing behind.
-
-    When ``root`` (or any of its parents) did not exist before, the topmost directory
-    this created is removed on failure, unless a ref was tagged into the layout meanwhile
-    (by another process sharing the new directory). An existing directory is never removed.
-    """
-    path = Path(root)
-    top = None
-    probe = path.absolute()
-    while not os.path.lexists(probe):
-        top, probe = probe, probe.parent
-    try:
-        yield
-    except BaseException:
-        if top is not None:
-            _remove_untagged(path, top)
-        raise
-
-
-def _remove_untagged(root: Path, top: Path) -> None:
-    try:
-        if OCILayout.open(root).refs():
-            return
-    except NotFoundError:
-        pass  # failed before the layout files were written: still ours to remove
-    except HybridstoreError as e:
-        log.warning("keeping the unfinished layout %s: %s", root, e)
-        return
-    try:
-        shutil.rmtree(top)
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        log.warning("could not remove the unfinished layout %s: %s", top, e)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from hybridstore.errors import (
+    ConflictError,
     CorruptionError,
     HybridstoreError,
     InvalidDocumentError,
@@ -26,6 +27,7 @@ from hybridstore.oci.jsondoc import load_json_object
 from hybridstore.oci.limits import MAX_INDEX_BYTES, MAX_LAYOUT_FILE_BYTES
 
 __all__ = [
+    "refuse_foreign_dir",
     "BLOBS_DIR",
     "INDEX_FILE",
     "INDEX_LOCK_FILE",
@@ -126,3 +128,20 @@ def write_atomic(path: Path, data: bytes, what: str, *, replace: bool = True) ->
         if isinstance(e, HybridstoreError):
             raise
         raise storage_error(e, "write", path) from e
+
+
+def refuse_foreign_dir(root: Path) -> None:
+    """A directory with content but no ``oci-layout`` is someone's files, not a layout."""
+    try:
+        with os.scandir(root) as it:
+            first = next(it, None)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # created below (or refused there, if a file is in the way)
+    except OSError as e:
+        raise storage_error(e, "read", root) from e
+    if first is not None:
+        raise ConflictError(
+            f"{root} is not empty and is not an OCI layout (no {LAYOUT_FILE}, but "
+            f"{first.name!r} and maybe more); choose an empty or new directory, or pass "
+            "--init (pull, import) to make this one a layout as well"
+        )
